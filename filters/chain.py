@@ -1,0 +1,122 @@
+"""Runs the filters of one SMTP stage and turns their results into at most one reply.
+
+Every filter gets its own timeout; a timeout or exception is a `temperror` (infrastructure fault), which
+rejects temporarily unless the filter was configured to fail open — and that choice is logged and flagged in
+the verdict. In observe mode the verdict records what would have happened and the reply is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from filters.base import Connection, Filter, Mode, Outcome, Result, Stage, Transaction, Verdict
+from inbound.policy import Reply, reply_for
+
+log = logging.getLogger("postroom.filters")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A refusal: the reply to send, and which filter caused it."""
+
+    reply: Reply
+    detail: str
+    filter: str
+    reason: str
+
+    def render(self) -> str:
+        return self.reply.render(self.detail)
+
+
+class FilterChain:
+    def __init__(self, filters: Sequence[Filter]) -> None:
+        self.filters = list(filters)
+        self._by_stage: dict[Stage, list[Filter]] = {
+            stage: [f for f in self.filters if stage in f.stages] for stage in Stage
+        }
+
+    def for_stage(self, stage: Stage) -> list[Filter]:
+        return self._by_stage[stage]
+
+    async def run(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Decision | None:
+        """Run the stage's filters in order; stop at the first enforced refusal."""
+        sink = conn.verdicts if txn is None else txn.verdicts
+        for flt in self._by_stage[stage]:
+            started = time.perf_counter()
+            result = await _run_one(flt, stage, conn, txn)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            verdict, decision = _judge(flt, stage, result, elapsed_ms)
+            sink.append(verdict)
+            if txn is not None and result.data:
+                txn.facts.setdefault(flt.name, {}).update(result.data)
+            _log_verdict(conn, txn, verdict)
+            if decision is not None:
+                return decision
+        return None
+
+
+async def _run_one(flt: Filter, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
+    try:
+        return await asyncio.wait_for(flt.check(stage, conn, txn), timeout=flt.timeout)
+    except TimeoutError:
+        return Result.temperror(f"{flt.name}.timeout", f"{flt.name} did not answer within {flt.timeout:g}s")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a filter bug or library fault is an infrastructure fault, never a pass
+        log.exception("filter %s raised", flt.name)
+        return Result.temperror(f"{flt.name}.error", f"{type(exc).__name__}: {exc}")
+
+
+def _judge(flt: Filter, stage: Stage, result: Result, elapsed_ms: float) -> tuple[Verdict, Decision | None]:
+    decision: Decision | None = None
+    failed_open = False
+    action = "accept"
+    if result.outcome in (Outcome.FAIL, Outcome.TEMPERROR):
+        temporary = result.outcome is Outcome.TEMPERROR
+        if temporary and flt.fail_open:
+            failed_open = True
+        else:
+            reply = reply_for(result.reason, temporary=temporary)
+            action = "tempfail" if reply.temporary else "reject"
+            if flt.mode is Mode.OBSERVE:
+                action = f"observe:{action}"
+            else:
+                decision = Decision(reply, result.detail, flt.name, result.reason)
+    verdict = Verdict(
+        stage=stage.value,
+        filter=flt.name,
+        result=result.outcome.value,
+        reason=result.reason,
+        detail=result.detail,
+        ms=elapsed_ms,
+        mode=flt.mode.value,
+        action=action,
+        failed_open=failed_open,
+        data=dict(result.data),
+    )
+    return verdict, decision
+
+
+def _log_verdict(conn: Connection, txn: Transaction | None, verdict: Verdict) -> None:
+    level = logging.WARNING if verdict.failed_open else logging.INFO
+    log.log(
+        level,
+        "filter verdict",
+        extra={
+            "event": "filter",
+            "session": conn.session_id,
+            "queue_id": txn.queue_id if txn else "",
+            "client_ip": conn.peer_ip,
+            "stage": verdict.stage,
+            "filter": verdict.filter,
+            "result": verdict.result,
+            "reason": verdict.reason,
+            "action": verdict.action,
+            "failed_open": verdict.failed_open,
+            "ms": round(verdict.ms, 2),
+        },
+    )

@@ -1,0 +1,194 @@
+"""Postroom's configuration: one TOML file, every key documented in deploy/postroom.example.toml.
+
+Every section has embedded defaults, so `postroom serve` runs with no file at all (local spool, in-process
+counters). Loading validates everything up front and names the bad key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from filters.config import FiltersConfig
+from inbound.configload import ConfigError, load_dataclass
+from outbound.config import DkimConfig, OutboundConfig, SubmissionConfig
+
+MIB = 1024 * 1024
+
+
+def parse_hostport(value: str, key: str, default_port: int | None = None) -> tuple[str, int]:
+    """'127.0.0.1:2525', '[::1]:25' or (with a default port) a bare host."""
+    host, sep, port = value.rpartition(":")
+    if not sep or (host.count(":") and not host.startswith("[")):
+        if default_port is None:
+            raise ConfigError(key, f"expected host:port, got {value!r}")
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(key, f"missing host in {value!r}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(key, f"invalid port in {value!r}")
+    return host, int(port)
+
+
+@dataclass
+class SmtpConfig:
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "postroom.localdomain"
+    max_message_size: int = 10 * MIB
+    max_recipients: int = 100
+    command_timeout: float = 300.0
+    session_timeout: float = 1800.0
+    max_sessions: int = 500
+    max_sessions_per_ip: int = 20
+    tls_cert: str = ""
+    tls_key: str = ""
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: float = 5.0
+
+    def validate(self) -> None:
+        parse_hostport(self.listen, "listen")
+        if "." not in self.hostname.strip(".") or " " in self.hostname:
+            raise ConfigError("hostname", f"must be a fully-qualified domain name, got {self.hostname!r}")
+        for name in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be at least 1")
+        for name in ("command_timeout", "session_timeout", "proxy_protocol_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert", "tls_cert and tls_key must be set together")
+
+
+@dataclass
+class RoutingConfig:
+    domains: list[str] = field(default_factory=lambda: ["helpdesk.localhost"])
+    tenant_file: str = ""
+
+    def validate(self) -> None:
+        if not self.domains:
+            raise ConfigError("domains", "at least one mail domain is required")
+        for i, domain in enumerate(self.domains):
+            if not domain or domain != domain.strip().strip(".") or " " in domain:
+                raise ConfigError(f"domains[{i}]", f"invalid domain {domain!r}")
+        if self.tenant_file and not Path(self.tenant_file).is_file():
+            raise ConfigError("tenant_file", f"no such file: {self.tenant_file}")
+
+
+@dataclass
+class SpoolConfig:
+    path: str = "./var/spool"
+    min_free_bytes: int = 100 * MIB
+    keep_delivered: bool = False
+    corrupt_after_crashes: int = 3
+
+    def validate(self) -> None:
+        if self.min_free_bytes < 0:
+            raise ConfigError("min_free_bytes", "must not be negative")
+        if self.corrupt_after_crashes < 1:
+            raise ConfigError("corrupt_after_crashes", "must be at least 1")
+
+
+@dataclass
+class WebhookConfig:
+    url: str = "http://127.0.0.1:8025/tickets"
+    secret: str = "change-me"
+    timeout: float = 10.0
+    max_response_bytes: int = 64 * 1024
+    concurrency: int = 32
+    per_tenant_concurrency: int = 4
+    retry_initial: float = 30.0
+    retry_max_interval: float = 7200.0
+    retry_max_age: float = 86400.0
+    retry_jitter: float = 0.2
+    max_inline_attachment_bytes: int = 10 * MIB
+
+    def validate(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        if not self.secret:
+            raise ConfigError("secret", "must not be empty")
+        for name in ("timeout", "retry_initial", "retry_max_interval", "retry_max_age"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+        if not 0 <= self.retry_jitter <= 1:
+            raise ConfigError("retry_jitter", "must be between 0 and 1")
+        if self.concurrency < 1 or self.per_tenant_concurrency < 1:
+            raise ConfigError("concurrency", "concurrency limits must be at least 1")
+
+
+@dataclass
+class DnsConfig:
+    nameservers: list[str] = field(default_factory=list)
+    timeout: float = 3.0
+
+    def validate(self) -> None:
+        for i, server in enumerate(self.nameservers):
+            host, _ = parse_hostport(server, f"nameservers[{i}]", default_port=53)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(f"nameservers[{i}]", f"must be an IP address, got {host!r}") from None
+        if self.timeout <= 0:
+            raise ConfigError("timeout", "must be positive")
+
+
+@dataclass
+class RedisConfig:
+    url: str = ""
+
+    def validate(self) -> None:
+        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("url", f"must be a redis://, rediss:// or unix:// URL, got {self.url!r}")
+
+
+@dataclass
+class MetricsConfig:
+    listen: str = ""
+
+    def validate(self) -> None:
+        if self.listen:
+            parse_hostport(self.listen, "listen")
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+@dataclass
+class Config:
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load and validate a config file; None gives the embedded defaults."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
+    return config_from_mapping(data)
+
+
+def config_from_mapping(data: dict[str, object]) -> Config:
+    return load_dataclass(Config, data)
