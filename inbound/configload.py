@@ -79,7 +79,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a list, got {_describe(value)}")
         return [_convert(item_tp, item, f"{key}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
-        key_tp, item_tp = get_args(tp)
+        _key_tp, item_tp = get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a table, got {_describe(value)}")
         return {str(k): _convert(item_tp, v, _join(key, str(k))) for k, v in value.items()}
@@ -89,8 +89,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         try:
             return tp(value)
         except ValueError:
-            allowed = ", ".join(repr(m.value) for m in tp)
-            raise ConfigError(key, f"expected one of {allowed}, got {value!r}") from None
+            names = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(key, f"expected one of {names}, got {value!r}") from None
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {_describe(value)}")
