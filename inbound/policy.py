@@ -46,6 +46,13 @@ SESSION_TOO_LONG = Reply(421, "4.4.2", "session time limit exceeded, closing con
 SHUTTING_DOWN = Reply(421, "4.3.2", "service shutting down, try again later")
 TENANT_BACKPRESSURE = Reply(451, "4.3.0", "mailbox temporarily unavailable, try again later")
 
+# Outbound submission (port 587) replies.
+CLIENT_NOT_ALLOWED = Reply(554, "5.7.1", "access denied: client network not allowed")
+AUTH_INVALID = Reply(535, "5.7.8", "authentication credentials invalid")
+AUTH_LOCKED_OUT = Reply(454, "4.7.0", "too many failed authentication attempts, try again later")
+SENDER_NOT_ALLOWED = Reply(553, "5.7.1", "sender address not allowed for this user")
+MISSING_FROM = Reply(550, "5.6.0", "message must have a From: header with an address")
+
 # Filter reasons. Keys are "<filter>.<fact>"; a filter may use a reason absent here, which then falls back
 # to the generic reply for its outcome.
 FILTER_REPLIES: dict[str, Reply] = {
