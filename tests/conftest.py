@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.servers.dns"]
+pytest_plugins = ["tests.servers.dns", "tests.servers.rspamd", "tests.servers.clamd", "tests.servers.redis"]
