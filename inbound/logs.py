@@ -1,0 +1,155 @@
+"""Structured logs: one JSON object per line, carrying every `extra` field, with secrets redacted.
+
+Each event names the message it concerns (`queue_id`, `session`, `tenant`, `stage`, `verdict`, ...), so
+`grep <queue id>` over the log shows a message's whole life. "text" format is the same data for humans.
+
+Redaction happens in the formatter, so no call site can forget it: values under keys that look secret
+(password, token, authorization, ...) become "***", every configured secret (the webhook secret, the Rspamd
+password) is masked wherever it appears in a value or the message, and so is the password of a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from inbound.config import LoggingConfig
+
+MASK = "***"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+# Attributes every LogRecord has; anything else on a record came from `extra`.
+RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+CORE = ("ts", "level", "logger", "msg")
+SECRET_KEY = re.compile(r"secret|passw|authorization|token|api[_-]?key|cookie|credential", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.IGNORECASE)
+
+# Libraries whose INFO lines repeat what Postroom's own events already say (and may carry URLs).
+QUIET_LOGGERS = ("mail.log", "httpx", "httpcore")
+
+
+class Redactor:
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        # Longest first, so a secret that contains another one is masked whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return URL_PASSWORD.sub(rf"\g<prefix>{MASK}@", value)
+
+    def value(self, key: str, value: Any) -> Any:
+        if SECRET_KEY.search(key) and value not in (None, ""):
+            return MASK
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bool | int | float) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {str(k): self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value("", v) for v in value]
+        if isinstance(value, bytes):
+            return self.text(value.decode("utf-8", "replace"))
+        return self.text(str(value))
+
+
+def record_fields(record: logging.LogRecord, redactor: Redactor) -> dict[str, Any]:
+    """The event as a flat dict: core fields, then every extra (renamed `<key>_` if it clashes)."""
+    ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+    entry: dict[str, Any] = {
+        "ts": ts.replace("+00:00", "Z"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": redactor.text(record.getMessage()),
+    }
+    for key, value in vars(record).items():
+        if key in RESERVED or key.startswith("_"):
+            continue
+        name = f"{key}_" if key in CORE else key
+        entry[name] = redactor.value(key, value)
+    return entry
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = record_fields(record, self.redactor)
+        if record.exc_info:
+            entry["exc"] = self.redactor.text(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = self.redactor.text(self.formatStack(record.stack_info))
+        try:
+            return orjson.dumps(entry).decode()
+        except (TypeError, orjson.JSONEncodeError):  # e.g. an int beyond 64 bits: never lose the event
+            return orjson.dumps({k: v if isinstance(v, str) else repr(v) for k, v in entry.items()}).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`<ts> <LEVEL> <logger>: <msg> key=value ...` — the JSON fields, laid out for a terminal."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = record_fields(record, self.redactor)
+        line = f"{entry.pop('ts')} {entry.pop('level').upper():7} {entry.pop('logger')}: {entry.pop('msg')}"
+        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in entry.items())
+        if pairs:
+            line = f"{line}  {pairs}"
+        if record.exc_info:
+            line = f"{line}\n{self.redactor.text(self.formatException(record.exc_info))}"
+        return line
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+class PostroomHandler(logging.StreamHandler[TextIO]):
+    """Marks the handler `setup_logging` installed, so a reload replaces it and leaves others alone."""
+
+
+def setup_logging(
+    cfg: LoggingConfig, *, secrets: Sequence[str] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    """Install Postroom's handler on the root logger (replacing a previous one: safe to call on reload)."""
+    redactor = Redactor(secrets)
+    formatter: logging.Formatter = (
+        JsonFormatter(redactor) if cfg.format == "json" else TextFormatter(redactor)
+    )
+    handler = PostroomHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, PostroomHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    level = LEVELS[cfg.level]
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == logging.DEBUG else logging.WARNING)
+    return handler
+
+
+def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event: `msg` and `event` are both the event name, `fields` become top-level JSON keys.
+
+    Field names that LogRecord reserves (`filename`, `module`, `args`, ...) would make logging raise, so
+    they are written with a trailing underscore (`filename_`).
+    """
+    extra = {f"{k}_" if k in RESERVED else k: v for k, v in fields.items()}
+    extra["event"] = event
+    logger.log(level, event, extra=extra, stacklevel=2)
