@@ -66,6 +66,8 @@ FILTER_REPLIES: dict[str, Reply] = {
     "fqdn.sender_domain_unknown": Reply(550, "5.1.8", "sender address rejected: domain not found"),
     "fqdn.sender_domain_temperror": Reply(450, "4.1.8", "sender address rejected: domain lookup failed"),
     "virus.found": Reply(554, "5.7.1", "message rejected: virus found"),
+    "virus.oversize": Reply(552, "5.3.4", "message too large for virus scanning"),
+    "virus.oversize_deferred": Reply(451, "4.3.4", "message too large for virus scanning, try again later"),
     "spam.reject": Reply(554, "5.7.1", "message rejected as spam"),
     "spam.soft_reject": Reply(451, "4.7.1", "message deferred, try again later"),
     "spam.greylist": Reply(451, "4.7.1", "greylisted, try again later"),
