@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from inbound.config import WebhookConfig
 from inbound.httpwire import MAX_HEAD_BYTES, BadRequest, Request, read_request, render_response
 from inbound.signing import SIGNATURE_HEADER, verify
 
@@ -33,6 +32,8 @@ log = logging.getLogger("postroom.receiver")
 
 TICKETS_PATH = "/tickets"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+# WebhookConfig's default secret, so `postroom demo` and this receiver agree with no config at all.
+DEFAULT_SECRET = "change-me"
 
 
 @dataclass(frozen=True)
@@ -302,14 +303,13 @@ async def _serve_forever(receiver: TicketReceiver) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    defaults = WebhookConfig()
     parser = argparse.ArgumentParser(
         prog="python -m inbound.receiver",
         description="A demo helpdesk: verifies Postroom's webhook signature and prints one line per ticket.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8025, help="0 picks a free port (default: 8025)")
-    parser.add_argument("--secret", default=defaults.secret, help="the [webhook] secret Postroom signs with")
+    parser.add_argument("--secret", default=DEFAULT_SECRET, help="the [webhook] secret Postroom signs with")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import tenacity
 
-from inbound.config import WebhookConfig
+if TYPE_CHECKING:
+    from inbound.config import WebhookConfig
 
 # tenacity's wait strategies read only the attempt number from the call state; the Retrying object is unused.
 _RETRYING = tenacity.Retrying()
