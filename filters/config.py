@@ -7,6 +7,7 @@ instead of answering 4xx). Filter-specific keys follow.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,6 +32,21 @@ class DnsblConfig(FilterSection):
     zones: list[str] = field(default_factory=lambda: ["zen.spamhaus.org"])
     allow: list[str] = field(default_factory=list)  # client IPs/networks never checked, e.g. "10.0.0.0/8"
     health_check_interval: float = 300.0
+    cache_size: int = 10_000  # (zone, address) answers kept, each for its DNS TTL
+
+    def validate(self) -> None:
+        super().validate()
+        for i, entry in enumerate(self.allow):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"allow[{i}]", f"expected an IP address or network, got {entry!r}"
+                ) from None
+        if self.health_check_interval <= 0:
+            raise ConfigError("health_check_interval", "must be positive")
+        if self.cache_size < 1:
+            raise ConfigError("cache_size", "must be at least 1")
 
 
 @dataclass
@@ -55,12 +71,28 @@ class ClamavConfig(FilterSection):
     oversize: Literal["accept", "tempfail", "reject"] = "accept"  # messages above stream_max_length
     chunk_size: int = 64 * 1024
 
+    def validate(self) -> None:
+        super().validate()
+        if not self.address.startswith("unix:/") and ":" not in self.address:
+            raise ConfigError("address", f"expected unix:/path or host:port, got {self.address!r}")
+        for name in ("stream_max_length", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be at least 1")
+
 
 @dataclass
 class RspamdConfig(FilterSection):
     url: str = "http://127.0.0.1:11333"
     timeout: float = 15.0
     password: str = ""
+    max_connections: int = 32  # pooled HTTP connections to Rspamd's normal worker (or proxy)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        if self.max_connections < 1:
+            raise ConfigError("max_connections", "must be at least 1")
 
 
 @dataclass
@@ -73,9 +105,33 @@ class ThrottleConfig(FilterSection):
     sender_messages_per_minute: int = 60
     tenant_messages_per_minute: int = 6000
     # The dynamic block-list: this many refusals within the window blocks the IP for block_duration seconds.
-    auto_block_rejects: int = 20
+    auto_block_rejects: int = 20  # 0 disables automatic blocking
     auto_block_window: float = 600.0
-    block_duration: float = 3600.0
+    block_duration: float = 3600.0  # also the default of `postroom block add --for`
+    # In-process backend: the block-list file shared with `postroom block`; "" = <spool>/blocklist.json.
+    blocklist_file: str = ""
+    # A concurrency slot whose session never reported closing (a crashed node) is freed after this long;
+    # keep it at least [smtp] session_timeout.
+    slot_lease: float = 1800.0
+    # Redis backend ([redis] url set): every key starts with this, so deployments can share one server.
+    redis_key_prefix: str = "postroom:throttle:"
+
+    def validate(self) -> None:
+        super().validate()
+        for name in (
+            "ip_concurrency",
+            "ip_connections_per_minute",
+            "ip_messages_per_minute",
+            "ip_recipients_per_minute",
+            "sender_messages_per_minute",
+            "tenant_messages_per_minute",
+            "auto_block_rejects",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, "must not be negative (0 disables the limit)")
+        for name in ("auto_block_window", "block_duration", "slot_lease"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
 
 
 @dataclass
