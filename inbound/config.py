@@ -121,6 +121,22 @@ class WebhookConfig:
 
 
 @dataclass
+class DeliveryConfig:
+    # Worker processes that turn MIME into tickets (CPU work kept off the event loop); 0 = a thread instead.
+    normalize_workers: int = 1
+    # How often the runner looks in the spool for work it was not told about (CLI replays, other writers).
+    rescan_interval: float = 2.0
+    # Seconds SIGTERM waits for deliveries in flight before leaving them to start-up recovery.
+    shutdown_grace: float = 20.0
+
+    def validate(self) -> None:
+        if self.normalize_workers < 0:
+            raise ConfigError("normalize_workers", "must not be negative")
+        if self.rescan_interval <= 0 or self.shutdown_grace < 0:
+            raise ConfigError("rescan_interval", "intervals must be positive")
+
+
+@dataclass
 class DnsConfig:
     nameservers: list[str] = field(default_factory=list)
     timeout: float = 3.0
@@ -166,6 +182,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -1,0 +1,161 @@
+"""`postroom serve`: builds every part from the config, runs them, and stops them in order.
+
+Start-up order: spool (and its recovery) → delivery runner → filters → SMTP listener, so that nothing is
+acknowledged before the runner can deliver it. Shutdown reverses it: stop accepting (new sessions get 421),
+let transactions in flight finish, then stop the runner, leaving undelivered mail spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from filters.chain import FilterChain
+from filters.deps import FilterDeps
+from filters.registry import build_filters
+from filters.resolver import make_resolver
+from inbound.config import Config
+from inbound.delivery import DeliveryRunner, RunnerLimits
+from inbound.retry import RetrySchedule
+from inbound.routing import Router
+from inbound.smtp import InboundHandler, SmtpListener, load_tls_context
+from inbound.spool import Spool
+from inbound.webhook import WebhookClient
+
+log = logging.getLogger("postroom.app")
+
+
+def open_spool(config: Config) -> Spool:
+    return Spool(
+        config.spool.path,
+        min_free_bytes=config.spool.min_free_bytes,
+        corrupt_after_crashes=config.spool.corrupt_after_crashes,
+        keep_delivered=config.spool.keep_delivered,
+    ).create()
+
+
+def make_executor(workers: int) -> Executor | None:
+    """A process pool for MIME parsing; None means asyncio's default thread pool."""
+    if workers <= 0:
+        return None
+    # forkserver: never fork the event loop's process with its threads and sockets.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+@dataclass
+class Postroom:
+    config: Config
+    spool: Spool
+    runner: DeliveryRunner
+    handler: InboundHandler
+    listener: SmtpListener
+    webhook: WebhookClient
+    executor: Executor | None
+    closers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    async def build(cls, config: Config) -> Postroom:
+        spool = await asyncio.to_thread(open_spool, config)
+        wh = config.webhook
+        webhook = WebhookClient(
+            wh.url,
+            wh.secret,
+            timeout=wh.timeout,
+            max_response_bytes=wh.max_response_bytes,
+            max_connections=wh.concurrency,
+        )
+        executor = make_executor(config.delivery.normalize_workers)
+        runner = DeliveryRunner(
+            spool,
+            webhook,
+            RetrySchedule.from_config(wh),
+            limits=RunnerLimits(
+                concurrency=wh.concurrency,
+                per_tenant_concurrency=wh.per_tenant_concurrency,
+                rescan_interval=config.delivery.rescan_interval,
+                max_inline_attachment_bytes=wh.max_inline_attachment_bytes,
+            ),
+            executor=executor,
+        )
+        closers: list[Any] = []
+        redis_client = None
+        if config.redis.url:
+            import redis.asyncio
+
+            redis_client = redis.asyncio.Redis.from_url(config.redis.url)
+            closers.append(redis_client.aclose)
+        deps = FilterDeps(
+            resolver=make_resolver(config.dns), hostname=config.smtp.hostname, redis=redis_client
+        )
+        chain = FilterChain(build_filters(config.filters, deps))
+        for flt in chain.filters:
+            starter = getattr(flt, "start", None)
+            if starter is not None:
+                await starter()
+            closer = getattr(flt, "aclose", None)
+            if closer is not None:
+                closers.append(closer)
+        router = Router.from_files(config.routing.domains, config.routing.tenant_file)
+        handler = InboundHandler(config, spool=spool, router=router, chain=chain, on_queued=runner.wake)
+        tls = None
+        if config.smtp.tls_cert:
+            tls = load_tls_context(config.smtp.tls_cert, config.smtp.tls_key)
+        listener = SmtpListener(config, handler, tls_context=tls)
+        return cls(config, spool, runner, handler, listener, webhook, executor, closers)
+
+    async def start(self) -> None:
+        await self.runner.start()
+        await self.listener.start()
+        log.info(
+            "postroom started",
+            extra={
+                "event": "started",
+                "listen": self.config.smtp.listen,
+                "spool": str(self.spool.root),
+                "filters": [f.name for f in self.handler.chain.filters],
+            },
+        )
+
+    async def stop(self) -> None:
+        self.handler.accepting = False
+        await self.listener.stop()
+        await self._drain_sessions(self.config.delivery.shutdown_grace)
+        await self.runner.stop(timeout=self.config.delivery.shutdown_grace)
+        await self.webhook.aclose()
+        for closer in reversed(self.closers):
+            try:
+                await closer()
+            except Exception:
+                log.exception("error while closing")
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("postroom stopped", extra={"event": "stopped"})
+
+    async def _drain_sessions(self, grace: float) -> None:
+        """Wait (bounded) for open SMTP sessions: a transaction in DATA finishes and gets its 250."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.handler.sessions > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT."""
+    app = await Postroom.build(config)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down", extra={"event": "stopping"})
+        await app.stop()

@@ -1,0 +1,351 @@
+"""The delivery runner: claim a spooled message, normalise it into a ticket, POST it, record the outcome.
+
+Scheduling is fair between tenants: each tenant has its own ready queue and concurrency slots, so one slow or
+failing helpdesk endpoint never holds back the others. The durable schedule lives in the spool (state files
+and the deferred/ directory); the in-memory heap is only an index rebuilt at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from inbound.payload import TicketContext, build_ticket, ticket_json
+from inbound.retry import RetrySchedule
+from inbound.spool import ACTIVE, CORRUPT, DEAD, DEFERRED, INCOMING, DeliveryState, Spool, SpoolError
+from inbound.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
+
+log = logging.getLogger("postroom.delivery")
+
+
+@dataclass(frozen=True)
+class RunnerLimits:
+    concurrency: int = 32
+    per_tenant_concurrency: int = 4
+    rescan_interval: float = 2.0
+    max_inline_attachment_bytes: int = 10 * 1024 * 1024
+
+
+def make_ticket_body(raw: bytes, meta: dict[str, Any], max_inline_attachment_bytes: int) -> bytes:
+    """Spool meta + raw message → the exact JSON bytes POSTed. Pure: runs in a worker process."""
+    facts = meta.get("facts") or {}
+    context = TicketContext(
+        id=meta["id"],
+        received_at=meta["received_at"],
+        tenant=meta["tenant"],
+        mailbox=meta["mailbox"],
+        mailbox_hash=meta.get("mailbox_hash"),
+        envelope={
+            "mail_from": meta.get("mail_from", ""),
+            "rcpt_to": list(meta.get("rcpt_to", [])),
+            "client_ip": meta.get("client_ip", ""),
+            "helo": meta.get("helo", ""),
+            "tls": bool(meta.get("tls", False)),
+        },
+        verdicts=list(meta.get("verdicts", [])),
+        auth=_fact(facts, "auth"),
+        spam=_fact(facts, "spam"),
+        virus=_fact(facts, "virus"),
+    )
+    ticket = build_ticket(raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes)
+    body: bytes = ticket_json(ticket)
+    return body
+
+
+def _fact(facts: dict[str, Any], key: str) -> Any:
+    """Filters store their data under their own name; find the first that reported `key`."""
+    for data in facts.values():
+        if isinstance(data, dict) and key in data:
+            return data[key]
+    return None
+
+
+class DeliveryRunner:
+    def __init__(
+        self,
+        spool: Spool,
+        webhook: WebhookClient,
+        schedule: RetrySchedule,
+        *,
+        limits: RunnerLimits = RunnerLimits(),
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Any | None = None,
+        on_outcome: Callable[[str, str, Outcome], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.webhook = webhook
+        self.schedule = schedule
+        self.limits = limits
+        self.executor = executor
+        self.clock = clock
+        self.metrics = metrics
+        self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
+        self._ready: dict[str, deque[str]] = {}
+        self._known: set[str] = set()  # ids queued in memory or in flight: never attempted twice at once
+        self._deferred: list[tuple[float, str, str]] = []  # (due, queue id, tenant)
+        self._active: dict[str, int] = {}
+        self._active_total = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        report = await asyncio.to_thread(self.spool.recover)
+        if report.requeued or report.corrupted:
+            log.warning(
+                "recovered interrupted deliveries",
+                extra={
+                    "event": "recovery",
+                    "requeued": len(report.requeued),
+                    "corrupted": len(report.corrupted),
+                },
+            )
+        await self._scan()
+        self._main = asyncio.create_task(self._run(), name="postroom-delivery")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking new work, let attempts in flight finish (bounded), leave everything else spooled."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._main is not None:
+            await self._main
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()  # an interrupted attempt stays in active/ and is recovered next start
+
+    def wake(self, queued: Sequence[tuple[str, str]]) -> None:
+        """New messages in incoming/: (queue id, tenant) pairs, from the listener right after its 250."""
+        for queue_id, tenant in queued:
+            self._enqueue(queue_id, tenant)
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._active_total
+
+    # ---- scheduling ---------------------------------------------------------------------------------------
+
+    def _enqueue(self, queue_id: str, tenant: str) -> None:
+        if queue_id in self._known:
+            return
+        self._known.add(queue_id)
+        self._ready.setdefault(tenant, deque()).append(queue_id)
+
+    async def _scan(self) -> None:
+        """Pick up what is on disk but not in memory: start-up, replays from the CLI, other writers."""
+        found = await asyncio.to_thread(self._scan_disk)
+        for state, queue_id, tenant, due in found:
+            if queue_id in self._known:
+                continue
+            if state == INCOMING:
+                self._enqueue(queue_id, tenant)
+            else:
+                self._known.add(queue_id)
+                heapq.heappush(self._deferred, (due, queue_id, tenant))
+
+    def _scan_disk(self) -> list[tuple[str, str, str, float]]:
+        found = []
+        for state in (INCOMING, DEFERRED):
+            for queue_id in self.spool.ids(state):
+                if queue_id in self._known:
+                    continue
+                try:
+                    tenant = str(self.spool.read_meta(state, queue_id).get("tenant", ""))
+                except (OSError, SpoolError, ValueError):
+                    continue  # moved meanwhile, or unreadable: the attempt itself will sort it out
+                due = 0.0
+                if state == DEFERRED:
+                    due = self.spool.load_state(queue_id).next_attempt_at or 0.0
+                found.append((state, queue_id, tenant, due))
+        return found
+
+    async def _run(self) -> None:
+        last_scan = self.clock()
+        while not self._stopping:
+            now = self.clock()
+            while self._deferred and self._deferred[0][0] <= now:
+                _, queue_id, tenant = heapq.heappop(self._deferred)
+                self._ready.setdefault(tenant, deque()).append(queue_id)
+            self._dispatch()
+            if now - last_scan >= self.limits.rescan_interval:
+                last_scan = now
+                await self._scan()
+                continue
+            timeout = self.limits.rescan_interval
+            if self._deferred:
+                timeout = min(timeout, max(0.0, self._deferred[0][0] - now))
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.01))
+
+    def _dispatch(self) -> None:
+        """Start attempts round-robin over tenants, within the global and per-tenant limits."""
+        progressed = True
+        while progressed and self._active_total < self.limits.concurrency:
+            progressed = False
+            for tenant in list(self._ready):
+                queue = self._ready[tenant]
+                if not queue:
+                    del self._ready[tenant]
+                    continue
+                if self._active.get(tenant, 0) >= self.limits.per_tenant_concurrency:
+                    continue
+                if self._active_total >= self.limits.concurrency:
+                    break
+                queue_id = queue.popleft()
+                self._active[tenant] = self._active.get(tenant, 0) + 1
+                self._active_total += 1
+                task = asyncio.create_task(self._attempt(queue_id, tenant))
+                self._tasks.add(task)
+                task.add_done_callback(self._attempt_done(tenant, queue_id))
+                progressed = True
+
+    def _attempt_done(self, tenant: str, queue_id: str) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._active[tenant] -= 1
+            self._active_total -= 1
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "delivery attempt failed unexpectedly",
+                    exc_info=task.exception(),
+                    extra={"queue_id": queue_id, "tenant": tenant},
+                )
+            self._wakeup.set()
+
+        return done
+
+    # ---- one attempt --------------------------------------------------------------------------------------
+
+    async def _attempt(self, queue_id: str, tenant: str) -> None:
+        due: float | None = None
+        try:
+            claimed = await asyncio.to_thread(self._claim, queue_id)
+            if claimed is not None:
+                meta, raw, state = claimed
+                due = await self._deliver(queue_id, tenant, meta, raw, state)
+        finally:
+            # Heap and id set are touched only here, on the event loop thread.
+            if due is None:
+                self._known.discard(queue_id)
+            else:
+                heapq.heappush(self._deferred, (due, queue_id, tenant))
+
+    def _claim(self, queue_id: str) -> tuple[dict[str, Any], bytes, DeliveryState] | None:
+        for source in (INCOMING, DEFERRED):
+            if self.spool.move(queue_id, source, ACTIVE):
+                message = self.spool.read(ACTIVE, queue_id)
+                return message.meta, message.raw, self.spool.load_state(queue_id)
+        return None  # delivered, replayed or removed meanwhile
+
+    async def _deliver(
+        self, queue_id: str, tenant: str, meta: dict[str, Any], raw: bytes, state: DeliveryState
+    ) -> float | None:
+        """One attempt; returns when to try again, or None when the message left the queue."""
+        attempt = state.attempts + 1
+        try:
+            body = await self._build_body(raw, meta)
+        except Exception as exc:  # a normaliser bug must not loop forever: count it like a crash
+            log.exception("could not build ticket", extra={"queue_id": queue_id, "tenant": tenant})
+            return await asyncio.to_thread(
+                self._record_crash, queue_id, tenant, f"{type(exc).__name__}: {exc}"
+            )
+        started = time.perf_counter()
+        outcome = await self.webhook.post(body, ticket_id=queue_id, tenant=tenant, attempt=attempt)
+        if self.metrics is not None:
+            self.metrics.webhook_attempt(_outcome_name(outcome), time.perf_counter() - started)
+        if self.on_outcome is not None:
+            self.on_outcome(queue_id, tenant, outcome)
+        return await asyncio.to_thread(self._record, queue_id, tenant, state, attempt, outcome)
+
+    async def _build_body(self, raw: bytes, meta: dict[str, Any]) -> bytes:
+        loop = asyncio.get_running_loop()
+        limit = self.limits.max_inline_attachment_bytes
+        # Parsing MIME is CPU work: a process pool keeps it off the event loop (and off its GIL).
+        return await loop.run_in_executor(self.executor, make_ticket_body, raw, meta, limit)
+
+    def _record(
+        self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: Outcome
+    ) -> float | None:
+        now = self.clock()
+        state.attempts = attempt
+        if state.first_attempt_at is None:
+            state.first_attempt_at = now
+        extra = {"queue_id": queue_id, "tenant": tenant, "attempt": attempt}
+        if isinstance(outcome, Delivered):
+            log.info(
+                "delivered",
+                extra={**extra, "event": "delivered", "status": outcome.status, "ms": round(outcome.ms, 1)},
+            )
+            self.spool.finish(queue_id)
+            return None
+        state.last_status = outcome.status
+        state.last_excerpt = outcome.excerpt
+        state.last_error = outcome.reason
+        state.add_history({"at": now, "attempt": attempt, "status": outcome.status, "reason": outcome.reason})
+        if isinstance(outcome, Retry) and not self.schedule.exhausted(state.first_attempt_at, now):
+            delay = self.schedule.delay(attempt, outcome.retry_after)
+            state.next_attempt_at = now + delay
+            self.spool.save_state(queue_id, state)
+            self.spool.move(queue_id, ACTIVE, DEFERRED)
+            log.warning(
+                "delivery deferred",
+                extra={
+                    **extra,
+                    "event": "deferred",
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "retry_in": round(delay, 1),
+                },
+            )
+            return state.next_attempt_at
+        reason = outcome.reason if isinstance(outcome, Permanent) else f"retries exhausted: {outcome.reason}"
+        self._dead_letter(queue_id, state, reason, now)
+        log.error(
+            "dead-lettered", extra={**extra, "event": "dead", "status": outcome.status, "reason": reason}
+        )
+        return None
+
+    def _dead_letter(self, queue_id: str, state: DeliveryState, reason: str, now: float) -> None:
+        state.dead_reason = reason
+        state.dead_at = now
+        state.next_attempt_at = None
+        self.spool.save_state(queue_id, state)
+        self.spool.move(queue_id, ACTIVE, DEAD)
+        if self.metrics is not None:
+            self.metrics.dead_lettered(reason.split(":", 1)[0])
+
+    def _record_crash(self, queue_id: str, tenant: str, error: str) -> float | None:
+        state = self.spool.load_state(queue_id)
+        state.crashes += 1
+        state.last_error = error
+        now = self.clock()
+        state.add_history({"at": now, "event": "crash", "error": error})
+        if state.crashes >= self.spool.corrupt_after_crashes:
+            self.spool.save_state(queue_id, state)
+            self.spool.move(queue_id, ACTIVE, CORRUPT)
+            log.error("moved to corrupt/", extra={"queue_id": queue_id, "tenant": tenant, "error": error})
+            return None
+        state.next_attempt_at = now + self.schedule.delay(max(state.crashes, 1))
+        self.spool.save_state(queue_id, state)
+        self.spool.move(queue_id, ACTIVE, DEFERRED)
+        return state.next_attempt_at
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "delivered"
+    return "retry" if isinstance(outcome, Retry) else "permanent"

@@ -1,0 +1,111 @@
+"""aiosmtpd's SMTP protocol, adjusted where an MX needs more than it gives.
+
+- The connect stage (concurrency caps, DNSBL, throttle) runs just before the 220 greeting — after a PROXY
+  header has told us the real client address — and may answer 421/554 instead of greeting.
+- Every 4xx/5xx reply carries an RFC 3463 enhanced status code, including aiosmtpd's built-in replies.
+- A whole-session time limit on top of aiosmtpd's per-command idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from inbound.policy import MESSAGE_TOO_BIG, SESSION_TOO_LONG
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
+# aiosmtpd's own reply texts that have a precise meaning worth a precise code.
+_KNOWN_REPLIES = {
+    "552 Error: Too much mail data": MESSAGE_TOO_BIG.render(),
+    "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG.render(),
+    "250 OK": "250 2.0.0 OK",
+    "221 Bye": "221 2.0.0 Bye",
+}
+_DEFAULT_ENHANCED = {
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "535": "5.7.8",
+    "553": "5.1.3",
+    "554": "5.0.0",
+    "555": "5.5.4",
+    "421": "4.3.0",
+    "451": "4.3.0",
+    "452": "4.3.1",
+}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Add an enhanced status code to a single-line 4xx/5xx reply that lacks one."""
+    known = _KNOWN_REPLIES.get(reply)
+    if known is not None:
+        return known
+    if len(reply) < 4 or reply[0] not in "45" or _HAS_ENHANCED.match(reply):
+        return reply
+    code, sep, text = reply[:3], reply[3], reply[4:]
+    enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+    return f"{code}{sep}{enhanced} {text}"
+
+
+ConnectHook = Callable[["PostroomSMTP"], Awaitable[str | None]]
+CloseHook = Callable[["PostroomSMTP"], None]
+
+
+class PostroomSMTP(SMTP):
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        on_connect: ConnectHook,
+        on_close: CloseHook,
+        session_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._on_connect = on_connect
+        self._on_close = on_close
+        self._session_timeout = session_timeout
+        self._greeted = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.postroom_state: Any = None  # the handler's per-session state
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self._deadline = self.loop.call_later(self._session_timeout, self._session_expired)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self._closed:
+            self._closed = True
+            self._on_close(self)
+        super().connection_lost(error)
+
+    def _session_expired(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(SESSION_TOO_LONG.render().encode() + b"\r\n")
+            transport.close()
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            if not self._greeted and status.startswith("220 "):
+                self._greeted = True
+                refusal = await self._on_connect(self)
+                if refusal is not None:
+                    await super().push(refusal)
+                    if self.transport is not None:
+                        self.transport.close()
+                    return
+            status = with_enhanced_code(status)
+        await super().push(status)
