@@ -25,8 +25,8 @@ from inbound.spool import Spool, SpoolError
 
 QUEUE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SPOOL = "spool"
-# Keys already shown in a trace line's fixed columns.
-_SHOWN = frozenset({"ts", "level", "logger", "event"})
+# Keys a human trace line leaves out: shown in its fixed columns, or the traced id itself.
+_SHOWN = frozenset({"ts", "at", "queued_at", "level", "logger", "event", "id", "queue_id"})
 
 
 def trace(queue_id: str, *, spool: Spool, log_paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -114,15 +114,19 @@ def _parse_ts(value: Any) -> float | None:
 def format_event(event: dict[str, Any]) -> str:
     """One human line: time, source, event, then the detail as key=value."""
     at = event["at"]
-    when = "-" if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    when = "-" if at is None else _iso(at)
     source = Path(event["source"]).name
     detail = event["detail"]
     pairs = " ".join(
-        f"{k}={_short(v)}"
+        f"{k}={_iso(v) if k.endswith('_at') and isinstance(v, int | float) else _short(v)}"
         for k, v in detail.items()
         if k not in _SHOWN and v not in (None, "", [], {}) and not (k == "msg" and v == event["event"])
     )
-    return f"{when.replace('+00:00', 'Z'):24}  {source:12}  {event['event']:20}  {pairs}".rstrip()
+    return f"{when:24}  {source:12}  {event['event']:20}  {pairs}".rstrip()
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _short(value: Any) -> str:

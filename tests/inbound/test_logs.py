@@ -1,0 +1,133 @@
+"""JSON log lines: one event per line, every extra kept, secrets never written."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import pytest
+
+from inbound.config import LoggingConfig
+from inbound.logs import PostroomHandler, log_event, setup_logging
+
+WEBHOOK_SECRET = "whsec-7f3a9c"
+log = logging.getLogger("postroom.test")
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def install(
+    fmt: Literal["json", "text"] = "json", level: Literal["debug", "info", "warning", "error"] = "info"
+) -> io.StringIO:
+    stream = io.StringIO()
+    setup_logging(LoggingConfig(level=level, format=fmt), secrets=[WEBHOOK_SECRET], stream=stream)
+    return stream
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_each_event_is_one_json_line_with_every_extra() -> None:
+    stream = install()
+    log.info(
+        "filter verdict",
+        extra={"event": "filter", "queue_id": "Q1", "tenant": "acme", "stage": "data", "verdict": "accept"},
+    )
+    log.warning("spool %s is slow", "incoming", extra={"queue_id": "Q2", "ms": 12.5, "rcpt": ["a@x", "b@x"]})
+
+    first, second = lines(stream)
+    assert datetime.fromisoformat(first.pop("ts")).tzinfo is not None
+    assert first == {
+        "level": "info",
+        "logger": "postroom.test",
+        "msg": "filter verdict",
+        "event": "filter",
+        "queue_id": "Q1",
+        "tenant": "acme",
+        "stage": "data",
+        "verdict": "accept",
+    }
+    assert second["msg"] == "spool incoming is slow"
+    assert (second["level"], second["ms"], second["rcpt"]) == ("warning", 12.5, ["a@x", "b@x"])
+
+
+def test_exceptions_stay_on_the_event_line() -> None:
+    stream = install()
+    try:
+        raise ValueError("multi\nline")
+    except ValueError:
+        log.exception("delivery crashed", extra={"queue_id": "Q3"})
+    (event,) = lines(stream)
+    assert event["queue_id"] == "Q3"
+    assert "ValueError: multi\nline" in event["exc"]
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_secrets_are_redacted_by_key_by_value_and_in_urls() -> None:
+    stream = install()
+    log.info(
+        "config loaded, signing with %s",
+        WEBHOOK_SECRET,
+        extra={
+            "password": "hunter2",
+            "headers": {"Authorization": "Bearer abc.def", "X-Trace": f"sig={WEBHOOK_SECRET}"},
+            "redis": "redis://default:r3dispw@10.0.0.5:6379/0",
+            "api_token": 12345,
+            "items": [f"prefix-{WEBHOOK_SECRET}", "plain"],
+        },
+    )
+    text = stream.getvalue()
+    for leaked in (WEBHOOK_SECRET, "hunter2", "abc.def", "r3dispw", "12345"):
+        assert leaked not in text
+    (event,) = lines(stream)
+    assert event["msg"] == "config loaded, signing with ***"
+    assert event["password"] == "***"
+    assert event["headers"] == {"Authorization": "***", "X-Trace": "sig=***"}
+    assert event["redis"] == "redis://default:***@10.0.0.5:6379/0"
+    assert event["api_token"] == "***"
+    assert event["items"] == ["prefix-***", "plain"]
+
+
+def test_extras_cannot_overwrite_core_fields_and_log_event_renames_reserved_names() -> None:
+    stream = install()
+    log.info("spoof", extra={"level": "critical", "ts": "1970"})
+    log_event(log, "attachment_dropped", queue_id="Q4", filename="evil.exe", size=10)
+    spoof, event = lines(stream)
+    assert (spoof["level"], spoof["level_"], spoof["ts_"]) == ("info", "critical", "1970")
+    assert event["msg"] == event["event"] == "attachment_dropped"
+    assert (event["queue_id"], event["filename_"], event["size"]) == ("Q4", "evil.exe", 10)
+
+
+def test_level_and_text_format() -> None:
+    stream = install(fmt="text", level="warning")
+    log.info("not shown", extra={"queue_id": "Q5"})
+    log_event(log, "dead_lettered", level=logging.WARNING, queue_id="Q5", reason="http 410", secret="x")
+    (line,) = stream.getvalue().splitlines()
+    assert " WARNING postroom.test: dead_lettered  " in line
+    assert 'queue_id=Q5 reason="http 410" secret=*** event=dead_lettered' in line
+
+
+def test_setup_again_replaces_its_handler_and_keeps_others() -> None:
+    root = logging.getLogger()
+    other = logging.NullHandler()
+    root.addHandler(other)
+    install()
+    second = install()
+    log.info("once")
+    assert sum(isinstance(h, PostroomHandler) for h in root.handlers) == 1
+    assert other in root.handlers
+    assert [e["msg"] for e in lines(second)] == ["once"]
