@@ -137,11 +137,15 @@ def _short(value: Any) -> str:
 # ---- command line ---------------------------------------------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `trace`; its handler is `args.handler(args) -> int` and reads the parsed config from
-    `args.config_obj`."""
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add `trace` (with `parents`, e.g. the one holding --config); its handler is `args.handler(args) -> int`
+    and reads the parsed config from `args.config_obj`."""
     parser = subparsers.add_parser(
         "trace",
+        parents=list(parents),
         help="show one message's history from the spool and the logs",
         description="Print a message's history (spool state and delivery history, plus matching JSON log "
         "lines) in time order.",

@@ -132,7 +132,9 @@ def test_trace_refuses_ids_that_are_not_queue_ids(spool: Spool) -> None:
 
 def run_cli(argv: list[str], spool: Spool) -> tuple[int, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="postroom")
-    register(parser.add_subparsers(dest="command", required=True))
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config")
+    register(parser.add_subparsers(dest="command", required=True), parents=[common])
     args = parser.parse_args(argv)
     args.config_obj = Config(spool=SpoolConfig(path=str(spool.root)))
     code: int = args.handler(args)
@@ -146,9 +148,9 @@ def test_cli_prints_json_lines_and_exits_1_when_nothing_is_known(
     log_file = tmp_path / "a.log"
     log_file.write_text(f'{{"ts":"2023-11-14T22:13:21Z","event":"queued","queue_id":"{queue_id}"}}\n')
 
-    code, args = run_cli(["trace", queue_id, "--log", str(log_file), "--json"], spool)
+    code, args = run_cli(["trace", queue_id, "--log", str(log_file), "--json", "--config", "p.toml"], spool)
     out = capsys.readouterr().out.splitlines()
-    assert code == 0 and args.logs == [log_file]
+    assert (code, args.logs, args.config) == (0, [log_file], "p.toml")
     assert [orjson.loads(line)["event"] for line in out] == [
         "queued",
         "queued",
