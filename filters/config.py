@@ -53,6 +53,7 @@ class DnsblConfig(FilterSection):
 class SpfConfig(FilterSection):
     timeout: float = 10.0
     reject_softfail: bool = False
+    reject_permerror: bool = False  # a broken SPF record is the sender's DNS problem, not proof of forgery
 
 
 @dataclass

@@ -57,13 +57,6 @@ def sync_twin(resolver: dns.resolver.BaseResolver) -> dns.resolver.Resolver:
     return twin
 
 
-def with_lifetime(resolver: dns.resolver.Resolver, lifetime: float) -> dns.resolver.Resolver:
-    """A copy of a blocking resolver whose lookups end within `lifetime` seconds."""
-    bounded = sync_twin(resolver)
-    _apply_timeouts(bounded, lifetime)
-    return bounded
-
-
 def _apply_timeouts(resolver: dns.resolver.BaseResolver, lifetime: float) -> None:
     resolver.lifetime = lifetime
     resolver.timeout = min(_ATTEMPT_TIMEOUT, lifetime)

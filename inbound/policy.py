@@ -60,6 +60,7 @@ FILTER_REPLIES: dict[str, Reply] = {
     "spf.fail": Reply(550, "5.7.23", "SPF validation failed"),
     "spf.temperror": Reply(451, "4.7.24", "SPF temporary error, try again later"),
     "spf.permerror": Reply(550, "5.7.24", "SPF record invalid"),
+    "spf.softfail": Reply(550, "5.7.23", "SPF validation failed (softfail)"),
     "fqdn.helo_invalid": Reply(501, "5.5.2", "invalid HELO hostname"),
     "fqdn.helo_not_fqdn": Reply(504, "5.5.2", "HELO hostname must be a fully-qualified domain name"),
     "fqdn.sender_not_fqdn": Reply(504, "5.5.2", "sender address must contain a fully-qualified domain"),

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+import spf
+
+from filters.base import Connection, Outcome, Result, Stage, Transaction
+from filters.chain import Decision, FilterChain
+from filters.config import SpfConfig
+from filters.deps import FilterDeps
+from filters.resolver import make_resolver
+from filters.spf import SpfFilter, build
+from inbound.config import DnsConfig
+from tests.servers.dns import DnsServer, UnresponsiveDnsServer
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def make_filter(nameserver: str, **cfg: Any) -> SpfFilter:
+    deps = FilterDeps(resolver=make_resolver(DnsConfig([nameserver], 2.0)), hostname="mx.postroom.test")
+    flt = build(SpfConfig(enabled=True, **cfg), deps)
+    assert isinstance(flt, SpfFilter)
+    return flt
+
+
+def check(
+    flt: SpfFilter, sender: str, ip: str = "127.0.0.1", helo: str = "mail.hosts.test"
+) -> tuple[Result, Transaction]:
+    txn = Transaction("Q1", mail_from=sender)
+    return run(flt.check(Stage.MAIL, Connection("s1", ip, helo=helo), txn)), txn
+
+
+@pytest.mark.parametrize(
+    ("sender", "outcome", "reason", "header"),
+    [
+        (
+            "a@pass.spf.test",
+            Outcome.PASS,
+            "spf.pass",
+            "Pass (mx.postroom.test: domain of pass.spf.test designates",
+        ),
+        (
+            "a@fail.spf.test",
+            Outcome.FAIL,
+            "spf.fail",
+            "Fail (mx.postroom.test: domain of fail.spf.test does not",
+        ),
+        (
+            "a@softfail.spf.test",
+            Outcome.PASS,
+            "spf.softfail",
+            "SoftFail (mx.postroom.test: transitioning domain",
+        ),
+        (
+            "a@neutral.spf.test",
+            Outcome.PASS,
+            "spf.neutral",
+            "Neutral (mx.postroom.test: 127.0.0.1 is neither",
+        ),
+        ("a@none.spf.test", Outcome.PASS, "spf.none", "None (mx.postroom.test: 127.0.0.1 is neither"),
+        (
+            "a@permerror.spf.test",
+            Outcome.PASS,
+            "spf.permerror",
+            "PermError (mx.postroom.test: permanent error",
+        ),
+        ("a@syntax.spf.test", Outcome.PASS, "spf.permerror", "PermError (mx.postroom.test: permanent error"),
+        (
+            "a@temperror.spf.test",
+            Outcome.TEMPERROR,
+            "spf.temperror",
+            "TempError (mx.postroom.test: temporary",
+        ),
+    ],
+)
+def test_each_spf_result_has_its_outcome_reason_and_header(
+    dns_server: DnsServer, sender: str, outcome: Outcome, reason: str, header: str
+) -> None:
+    result, txn = check(make_filter(dns_server.nameserver), sender)
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert result.data["domain"] == sender.partition("@")[2]
+    assert result.data["result"] == reason.removeprefix("spf.")
+    assert result.data["identity"] == "mailfrom"
+    [(name, value)] = txn.add_headers
+    assert name == "Received-SPF" and value.startswith(header)
+    assert "client-ip=127.0.0.1;" in value and 'envelope-from="' + sender + '"' in value
+
+
+def test_two_spf_records_and_unknown_mechanisms_are_named(dns_server: DnsServer) -> None:
+    flt = make_filter(dns_server.nameserver)
+    assert "Two or more type TXT spf records found" in check(flt, "a@permerror.spf.test")[0].detail
+    assert 'problem="frobnicate:x"' in check(flt, "a@syntax.spf.test")[1].add_headers[0][1]
+
+
+def test_ipv6_client_is_matched_by_ip6_mechanism(dns_server: DnsServer) -> None:
+    flt = make_filter(dns_server.nameserver)
+    assert check(flt, "a@pass.spf.test", ip="2001:db8::5")[0].reason == "spf.pass"
+    assert check(flt, "a@pass.spf.test", ip="2001:db9::5")[0].reason == "spf.fail"
+
+
+def test_null_sender_checks_the_helo_identity(dns_server: DnsServer) -> None:
+    flt = make_filter(dns_server.nameserver)
+    passed, txn = check(flt, "", helo="helo-pass.spf.test")
+    assert passed.reason == "spf.pass"
+    assert passed.data["identity"] == "helo" and passed.data["domain"] == "helo-pass.spf.test"
+    assert txn.add_headers[0][1].endswith("identity=helo") and "envelope-from" not in txn.add_headers[0][1]
+    failed, _ = check(flt, "", helo="helo-fail.spf.test")
+    assert failed.outcome is Outcome.FAIL and failed.data["domain"] == "helo-fail.spf.test"
+
+
+def test_null_sender_with_address_literal_helo_is_skipped(dns_server: DnsServer) -> None:
+    result, txn = check(make_filter(dns_server.nameserver), "", helo="[127.0.0.1]")
+    assert result.outcome is Outcome.SKIP and txn.add_headers == []
+
+
+def test_unresponsive_dns_is_a_bounded_temperror(unresponsive_dns: UnresponsiveDnsServer) -> None:
+    flt = make_filter(unresponsive_dns.nameserver, timeout=1.0)
+    result, txn = check(flt, "a@pass.spf.test")
+    assert (result.outcome, result.reason) == (Outcome.TEMPERROR, "spf.temperror")
+    assert txn.add_headers[0][1].startswith("TempError")
+
+
+def test_softfail_and_permerror_are_refused_only_when_configured(dns_server: DnsServer) -> None:
+    flt = make_filter(dns_server.nameserver, reject_softfail=True, reject_permerror=True)
+    assert check(flt, "a@softfail.spf.test")[0].outcome is Outcome.FAIL
+    assert check(flt, "a@syntax.spf.test")[0].outcome is Outcome.FAIL
+
+
+def test_pyspf_used_elsewhere_keeps_its_own_behaviour(dns_server: DnsServer) -> None:
+    check(make_filter(dns_server.nameserver), "a@pass.spf.test")
+    query = spf.query(i="192.0.2.1", s="a@example.org", h="mx.example.org")
+    assert query.check(spf="v=spf1 ip4:192.0.2.0/24 -all")[0] == "pass"
+
+
+def run_chain(
+    flt: SpfFilter, sender: str, helo: str = "mail.hosts.test"
+) -> tuple[Decision | None, Transaction]:
+    txn = Transaction("Q1", mail_from=sender)
+    decision = run(FilterChain([flt]).run(Stage.MAIL, Connection("s1", "127.0.0.1", helo=helo), txn))
+    return decision, txn
+
+
+@pytest.mark.parametrize(
+    ("sender", "cfg", "reply"),
+    [
+        (
+            "a@fail.spf.test",
+            {},
+            "550 5.7.23 SPF validation failed: "
+            "domain of fail.spf.test does not designate 127.0.0.1 as permitted sender",
+        ),
+        (
+            "a@temperror.spf.test",
+            {},
+            "451 4.7.24 SPF temporary error, try again later: "
+            "temporary error in processing during lookup of temperror.spf.test",
+        ),
+        ("a@softfail.spf.test", {"reject_softfail": True}, "550 5.7.23 SPF validation failed (softfail): "),
+        (
+            "a@permerror.spf.test",
+            {"reject_permerror": True},
+            "550 5.7.24 SPF record invalid: permanent error",
+        ),
+    ],
+)
+def test_chain_replies(dns_server: DnsServer, sender: str, cfg: dict[str, bool], reply: str) -> None:
+    decision, txn = run_chain(make_filter(dns_server.nameserver, **cfg), sender)
+    assert decision is not None and decision.render().startswith(reply)
+    assert txn.facts["spf"]["domain"] == sender.partition("@")[2]
+
+
+def test_chain_accepts_and_records_pass_softfail_and_permerror(dns_server: DnsServer) -> None:
+    flt = make_filter(dns_server.nameserver)
+    for sender, result in [("a@pass.spf.test", "pass"), ("a@softfail.spf.test", "softfail")]:
+        decision, txn = run_chain(flt, sender)
+        assert decision is None
+        assert txn.facts["spf"]["result"] == result
+        assert txn.verdicts[0].action == "accept" and txn.verdicts[0].reason == f"spf.{result}"
+    decision, txn = run_chain(flt, "", helo="helo-fail.spf.test")
+    assert decision is not None and decision.render().startswith(
+        "550 5.7.23 SPF validation failed: domain of helo"
+    )
