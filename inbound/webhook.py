@@ -191,6 +191,8 @@ def _elapsed_ms(started: float) -> float:
 
 
 def _log_outcome(outcome: Outcome, *, ticket_id: str, tenant: str, attempt: int) -> None:
+    if isinstance(outcome, Delivered) and not log.isEnabledFor(logging.DEBUG):
+        return  # the hot path: skip building the record nobody will see
     extra: dict[str, object] = {
         "queue_id": ticket_id,
         "tenant": tenant,
