@@ -81,6 +81,14 @@ TicketCallback = Callable[[dict[str, Any], Mapping[str, str]], None]
 
 
 class TicketReceiver:
+    """The helpdesk stand-in.
+
+    `tickets` records every POST with the status answered; `accepted` holds the 2xx ones. `respond_with`
+    scripts the answer per ticket (faults, for tests); `on_ticket` is called for each accepted ticket.
+    `keep_tickets=False` stops recording (counts and callbacks continue), so a long-running receiver stays
+    small. Valid signatures are checked against `clock`, the server's own time.
+    """
+
     def __init__(
         self,
         secret: str,
@@ -90,6 +98,7 @@ class TicketReceiver:
         on_ticket: TicketCallback | None = None,
         respond_with: Responder | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        keep_tickets: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.secret = secret
@@ -98,6 +107,7 @@ class TicketReceiver:
         self.on_ticket = on_ticket
         self.respond_with = respond_with
         self.max_body_bytes = max_body_bytes
+        self.keep_tickets = keep_tickets
         self.clock = clock
         self.tickets: list[ReceivedTicket] = []
         self.connections_accepted = 0
@@ -217,7 +227,8 @@ class TicketReceiver:
         ticket = ReceivedTicket(
             payload, request.headers, request.body, request.path, signature_ok, time.time()
         )
-        self.tickets.append(ticket)
+        if self.keep_tickets:
+            self.tickets.append(ticket)
         if not signature_ok:
             log.warning("rejected request with an invalid signature", extra=_log_extra(ticket))
             response = Response(401, b'{"error":"invalid signature"}')
@@ -284,9 +295,9 @@ def describe(payload: Mapping[str, Any]) -> str:
     mailbox = f"{payload.get('tenant')}/{payload.get('mailbox')}"
     if payload.get("mailbox_hash"):
         mailbox += f"+{payload['mailbox_hash']}"
-    sender = payload.get("from") or {}
+    sender = payload.get("from")
     name, email = (sender.get("name"), sender.get("email")) if isinstance(sender, dict) else (None, None)
-    author = f"{name} <{email}>" if name else f"<{email}>"
+    author = f"{name} <{email}>" if name else f"<{email}>" if email else "(unknown sender)"
     line = f"ticket {mailbox} from {author}: {payload.get('subject') or '(no subject)'}"
     return "".join(ch if ch.isprintable() else " " for ch in line)
 
@@ -316,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     def print_ticket(payload: dict[str, Any], headers: Mapping[str, str]) -> None:
         print(describe(payload), flush=True)
 
-    receiver = TicketReceiver(args.secret, host=args.host, port=args.port, on_ticket=print_ticket)
+    receiver = TicketReceiver(
+        args.secret, host=args.host, port=args.port, on_ticket=print_ticket, keep_tickets=False
+    )
     try:
         asyncio.run(_serve_forever(receiver))
     except OSError as exc:

@@ -273,6 +273,25 @@ def test_describe_prints_one_line_per_ticket() -> None:
     assert describe(TICKET) == "ticket acme/support+4711 from Ada Lovelace <ada@example.org>: Printer on fire"
     bare = {"tenant": "acme", "mailbox": "sales", "from": {"name": "", "email": "x@y"}, "subject": "a\nb"}
     assert describe(bare) == "ticket acme/sales from <x@y>: a b"
+    assert describe({"tenant": "t", "mailbox": "m"}) == "ticket t/m from (unknown sender): (no subject)"
+
+
+def test_keep_tickets_off_still_counts_and_calls_back() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        receiver = await started(
+            TicketReceiver(SECRET, keep_tickets=False, on_ticket=lambda p, h: seen.append(p))
+        )
+        try:
+            answer, _ = await exchange(receiver, raw_post() + raw_post())
+            assert await receiver.wait_for_async(2, timeout=5)
+        finally:
+            await receiver.stop()
+        assert answer.count(b"HTTP/1.1 200 OK") == 2
+        assert receiver.tickets == [] and seen == [TICKET, TICKET]
+
+    run(scenario)
 
 
 def test_default_secret_matches_postroom_default_config() -> None:
