@@ -1,1 +1,7 @@
-pytest_plugins = ["tests.servers.dns", "tests.servers.rspamd", "tests.servers.clamd", "tests.servers.redis"]
+pytest_plugins = [
+    "tests.servers.dns",
+    "tests.servers.rspamd",
+    "tests.servers.clamd",
+    "tests.servers.redis",
+    "tests.outbound.submission_fixtures",
+]
