@@ -42,9 +42,12 @@ class MxTarget:
 
 
 class MxLookupError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, status: str = "") -> None:
         super().__init__(message)
         self.permanent = permanent
+        # RFC 3463 status for the DSN or log: bad destination system (5.1.2), null MX (RFC 7505: 5.1.10),
+        # directory server failure (4.4.3).
+        self.status = status or ("5.1.2" if permanent else "4.4.3")
 
 
 async def resolve_targets(
@@ -102,7 +105,7 @@ async def _mx_records(domain: str, resolver: dns.asyncresolver.Resolver) -> list
     records = [(int(r.preference), r.exchange) for r in answer]
     if any(exchange == dns.name.root for _, exchange in records):
         # RFC 7505: a null MX says the domain accepts no mail at all.
-        raise MxLookupError(f"domain {domain} accepts no mail (null MX)", permanent=True)
+        raise MxLookupError(f"domain {domain} accepts no mail (null MX)", permanent=True, status="5.1.10")
     return [(preference, exchange.to_text(omit_final_dot=True)) for preference, exchange in records]
 
 

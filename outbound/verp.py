@@ -9,8 +9,11 @@ local part is not a plain dot-atom (quoted strings, non-ASCII) it is base32 inst
 Remote MTAs may change the case of a local part, so every part is case-insensitive: the queue id is hex,
 the MAC base32, and the recipient is lower-cased before it is encoded and authenticated.
 
-The MAC (HMAC-SHA256 over queue id and recipient, 80 bits) means a forged bounce cannot name an address
-Postroom never sent to: only tokens this relay made verify.
+The MAC (HMAC-SHA256 over queue id and recipient, truncated to 64 bits) means a forged bounce cannot name
+an address Postroom never sent to: only tokens this relay made verify.
+
+Length: 41 characters plus the encoded recipient, so RFC 5321's 64-character local part holds recipients
+up to 23 characters; longer ones give longer local parts, which the big providers and Postfix/Exim accept.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 LOCAL_PREFIX = "bounce+"
-_MAC_BYTES = 10
+_MAC_BYTES = 8  # 64 bits: forging one would take ~2^63 bounces sent to us
 _DOT_ATOM = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)*")
 _QUEUE_ID = re.compile(r"[0-9A-F]{1,32}")
@@ -75,7 +78,7 @@ def parse_return_path(address: str, *, bounce_domain: str, secret: str) -> VerpT
 def _mac(queue_id: str, recipient: str, secret: str) -> str:
     message = f"{queue_id}\0{recipient}".encode()
     digest = hmac.new(verp_key(secret), message, hashlib.sha256).digest()[:_MAC_BYTES]
-    return base64.b32encode(digest).decode().lower()
+    return base64.b32encode(digest).decode().rstrip("=").lower()
 
 
 def _encode_recipient(recipient: str) -> str:
