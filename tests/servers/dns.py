@@ -36,7 +36,8 @@ from inbound.config import DnsConfig
 REPO = Path(__file__).resolve().parents[2]
 ZONES_DIR = REPO / "fixtures" / "dns" / "zones"
 # Zones served with SERVFAIL: NSD answers SERVFAIL for a configured zone whose data failed to load.
-SERVFAIL_ZONES = ("servfail.test",)
+# broken._domainkey.reject.test makes one DKIM selector of an otherwise healthy domain fail temporarily.
+SERVFAIL_ZONES = ("servfail.test", "broken._domainkey.reject.test")
 INSTALL_HINT = "nsd is not installed: run tests/install-system-deps.sh (Debian package 'nsd')"
 START_TIMEOUT = 5.0
 HOST = "127.0.0.1"
