@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from filters.base import Connection, Filter, Mode, Outcome, Result, Stage, Transaction, Verdict
@@ -33,8 +33,11 @@ class Decision:
 
 
 class FilterChain:
-    def __init__(self, filters: Sequence[Filter]) -> None:
+    def __init__(
+        self, filters: Sequence[Filter], *, on_verdict: Callable[[Verdict], None] | None = None
+    ) -> None:
         self.filters = list(filters)
+        self.on_verdict = on_verdict  # e.g. metrics: every verdict, whatever the decision
         self._by_stage: dict[Stage, list[Filter]] = {
             stage: [f for f in self.filters if stage in f.stages] for stage in Stage
         }
@@ -54,6 +57,8 @@ class FilterChain:
             if txn is not None and result.data:
                 txn.facts.setdefault(flt.name, {}).update(result.data)
             _log_verdict(conn, txn, verdict)
+            if self.on_verdict is not None:
+                self.on_verdict(verdict)
             if decision is not None:
                 return decision
         return None

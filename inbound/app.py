@@ -21,6 +21,9 @@ from filters.registry import build_filters
 from filters.resolver import make_resolver
 from inbound.config import Config
 from inbound.delivery import DeliveryRunner, RunnerLimits
+from inbound.metrics import Metrics
+from inbound.ops_http import OpsServer
+from inbound.readiness import spool_check
 from inbound.retry import RetrySchedule
 from inbound.routing import Router
 from inbound.smtp import InboundHandler, SmtpListener, load_tls_context
@@ -56,11 +59,15 @@ class Postroom:
     listener: SmtpListener
     webhook: WebhookClient
     executor: Executor | None
+    metrics: Metrics
+    ops: OpsServer | None = None
     closers: list[Any] = field(default_factory=list)
 
     @classmethod
     async def build(cls, config: Config) -> Postroom:
         spool = await asyncio.to_thread(open_spool, config)
+        metrics = Metrics()
+        metrics.watch_spool("inbound", spool)
         wh = config.webhook
         webhook = WebhookClient(
             wh.url,
@@ -81,6 +88,7 @@ class Postroom:
                 max_inline_attachment_bytes=wh.max_inline_attachment_bytes,
             ),
             executor=executor,
+            metrics=metrics,
         )
         closers: list[Any] = []
         redis_client = None
@@ -92,7 +100,10 @@ class Postroom:
         deps = FilterDeps(
             resolver=make_resolver(config.dns), hostname=config.smtp.hostname, redis=redis_client
         )
-        chain = FilterChain(build_filters(config.filters, deps))
+        chain = FilterChain(
+            build_filters(config.filters, deps),
+            on_verdict=lambda v: metrics.filter_checked(v.filter, v.stage, v.result, v.ms / 1000.0),
+        )
         for flt in chain.filters:
             starter = getattr(flt, "start", None)
             if starter is not None:
@@ -101,14 +112,21 @@ class Postroom:
             if closer is not None:
                 closers.append(closer)
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
-        handler = InboundHandler(config, spool=spool, router=router, chain=chain, on_queued=runner.wake)
+        handler = InboundHandler(
+            config, spool=spool, router=router, chain=chain, on_queued=runner.wake, metrics=metrics
+        )
         tls = None
         if config.smtp.tls_cert:
             tls = load_tls_context(config.smtp.tls_cert, config.smtp.tls_key)
         listener = SmtpListener(config, handler, tls_context=tls)
-        return cls(config, spool, runner, handler, listener, webhook, executor, closers)
+        ops = None
+        if config.metrics.listen:
+            ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool)])
+        return cls(config, spool, runner, handler, listener, webhook, executor, metrics, ops, closers)
 
     async def start(self) -> None:
+        if self.ops is not None:
+            await self.ops.start()
         await self.runner.start()
         await self.listener.start()
         log.info(
@@ -122,6 +140,8 @@ class Postroom:
         )
 
     async def stop(self) -> None:
+        if self.ops is not None:
+            self.ops.set_draining()
         self.handler.accepting = False
         await self.listener.stop()
         await self._drain_sessions(self.config.delivery.shutdown_grace)
@@ -134,6 +154,8 @@ class Postroom:
                 log.exception("error while closing")
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.ops is not None:
+            await self.ops.stop()
         log.info("postroom stopped", extra={"event": "stopped"})
 
     async def _drain_sessions(self, grace: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from inbound import deadletter, queueview
+from inbound import deadletter, queueview, trace
 from inbound.config import Config, load_config
 from inbound.configload import ConfigError
 from inbound.spool import SpoolError
@@ -86,14 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     queue.set_defaults(handler=cmd_queue)
 
     _add_dead_letter(sub, common)
-    for register in _plugin_registrars():
-        register(sub, common)
+    # Subcommands that live beside the code they operate on.
+    trace.register(sub, [common])
     return parser
-
-
-def _plugin_registrars() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
-    """Subcommands that belong to other packages (block-list, outbound relay, trace)."""
-    return []
 
 
 def _add_dead_letter(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -74,7 +74,7 @@ class PostroomSMTP(SMTP):
         self._session_timeout = session_timeout
         self._greeted = False
         self._deadline: asyncio.TimerHandle | None = None
-        self._closed = False
+        self._close_reported = False
         self.postroom_state: Any = None  # the handler's per-session state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -86,8 +86,8 @@ class PostroomSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-        if not self._closed:
-            self._closed = True
+        if not self._close_reported:
+            self._close_reported = True
             self._on_close(self)
         super().connection_lost(error)
 

@@ -131,18 +131,19 @@ async def test_concurrent_sessions_per_ip_are_capped_with_421(tmp_path: Path) ->
     config = make_config(tmp_path / "spool", "http://127.0.0.1:9/tickets", smtp={"max_sessions_per_ip": 2})
     async with running(config):
         port = smtp_port(config)
-        held = [smtplib.SMTP("127.0.0.1", port, timeout=10) for _ in range(2)]
+        held = [await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=10) for _ in range(2)]
         try:
             with pytest.raises(smtplib.SMTPConnectError) as refused:
                 await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=10)
             other = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, None, 10, ("127.0.0.2", 0))
-            other.quit()
+            await asyncio.to_thread(other.quit)
         finally:
             for client in held:
-                client.quit()
+                await asyncio.to_thread(client.quit)
         # Slots are released when sessions end.
+        await asyncio.sleep(0.1)
         again = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=10)
-        again.quit()
+        await asyncio.to_thread(again.quit)
     assert refused.value.smtp_code == 421
     assert refused.value.smtp_error.startswith(b"4.7.0")
 

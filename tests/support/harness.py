@@ -29,11 +29,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def config_mapping(spool: Path, webhook_url: str, port: int | None = None, **sections: Any) -> dict[str, Any]:
+def config_mapping(
+    spool_dir: Path, webhook_url: str, port: int | None = None, **sections: Any
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "smtp": {"listen": f"127.0.0.1:{port or free_port()}", "hostname": "mx.helpdesk.test"},
         "routing": {"domains": [DOMAIN]},
-        "spool": {"path": str(spool), "min_free_bytes": 0},
+        "spool": {"path": str(spool_dir), "min_free_bytes": 0},
         "webhook": {"url": webhook_url, "secret": SECRET, "retry_initial": 0.2, "retry_max_interval": 0.5},
         "delivery": {"normalize_workers": 0, "rescan_interval": 0.2, "shutdown_grace": 2.0},
         "logging": {"level": "warning"},
@@ -43,8 +45,8 @@ def config_mapping(spool: Path, webhook_url: str, port: int | None = None, **sec
     return data
 
 
-def make_config(spool: Path, webhook_url: str, **sections: Any) -> Config:
-    return config_from_mapping(config_mapping(spool, webhook_url, **sections))
+def make_config(spool_dir: Path, webhook_url: str, **sections: Any) -> Config:
+    return config_from_mapping(config_mapping(spool_dir, webhook_url, **sections))
 
 
 @contextlib.asynccontextmanager
