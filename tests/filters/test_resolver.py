@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.resolver
+import pytest
+
+from filters.resolver import TtlCache, make_resolver, negative_ttl, parse_nameserver, sync_twin
+from inbound.config import DnsConfig
+from tests.servers.dns import DnsServer, UnresponsiveDnsServer
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def test_nameservers_carry_their_ports() -> None:
+    v6 = parse_nameserver("[::1]:5353")
+    assert isinstance(v6, dns.nameserver.Do53Nameserver) and (v6.address, v6.port) == ("::1", 5353)
+    v4 = parse_nameserver("192.0.2.53")
+    assert (v4.address, v4.port) == ("192.0.2.53", 53)
+
+
+def test_configured_resolver_uses_only_the_configured_servers_and_timeout() -> None:
+    resolver = make_resolver(DnsConfig(nameservers=["127.0.0.1:5353", "127.0.0.2:5354"], timeout=1.5))
+    servers = [
+        (ns.address, ns.port) for ns in resolver.nameservers if isinstance(ns, dns.nameserver.Do53Nameserver)
+    ]
+    assert servers == [("127.0.0.1", 5353), ("127.0.0.2", 5354)]
+    assert resolver.lifetime == 1.5 and resolver.timeout == 1.5
+    assert resolver.search == [] and resolver.domain == dns.name.root  # nothing read from /etc/resolv.conf
+
+
+@pytest.mark.integration
+def test_configured_resolver_reaches_the_test_server(dns_server: DnsServer) -> None:
+    resolver = make_resolver(dns_server.dns_config())
+    answer = run(resolver.resolve("with-mx.sender.test.", "MX"))
+    assert [r.exchange.to_text() for r in answer] == ["mail.sender.test."]
+
+
+@pytest.mark.integration
+def test_sync_twin_has_the_same_servers_and_limits(dns_server: DnsServer) -> None:
+    resolver = make_resolver(dns_server.dns_config(timeout=1.25))
+    twin = sync_twin(resolver)
+    assert isinstance(twin, dns.resolver.Resolver)
+    assert list(twin.nameservers) == list(resolver.nameservers) and twin.lifetime == 1.25
+    assert [r.address for r in twin.resolve("a-only.sender.test.", "A")] == ["127.0.0.1"]
+
+
+@pytest.mark.integration
+def test_lookups_end_within_the_lifetime(unresponsive_dns: UnresponsiveDnsServer) -> None:
+    resolver = make_resolver(DnsConfig(nameservers=[unresponsive_dns.nameserver], timeout=0.3))
+    with pytest.raises(dns.exception.Timeout):
+        run(resolver.resolve("a-only.sender.test.", "A"))
+
+
+@pytest.mark.integration
+def test_negative_ttl_comes_from_the_soa(dns_server: DnsServer) -> None:
+    resolver = make_resolver(dns_server.dns_config())
+    with pytest.raises(dns.resolver.NXDOMAIN) as nxdomain:
+        run(resolver.resolve("9.0.0.127.dnsbl.test.", "A"))
+    assert negative_ttl(nxdomain.value) == 60.0
+    with pytest.raises(dns.resolver.NoAnswer) as nodata:
+        run(resolver.resolve("66.0.0.127.dnsbl.test.", "AAAA"))
+    assert negative_ttl(nodata.value) == 60.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cache_entries_expire_after_their_ttl() -> None:
+    clock = FakeClock()
+    cache: TtlCache[str, int] = TtlCache(10, clock, max_ttl=100)
+    cache.put("short", 1, ttl=5)
+    cache.put("capped", 2, ttl=10_000)
+    cache.put("never", 3, ttl=0)
+    assert (cache.get("short"), cache.get("capped"), cache.get("never")) == (1, 2, None)
+    clock.now = 5
+    assert cache.get("short") is None and cache.get("capped") == 2
+    clock.now = 100
+    assert cache.get("capped") is None and len(cache) == 0
+
+
+def test_cache_drops_the_least_recently_used_entry_when_full() -> None:
+    cache: TtlCache[str, int] = TtlCache(2, FakeClock())
+    cache.put("a", 1, 60)
+    cache.put("b", 2, 60)
+    assert cache.get("a") == 1  # "b" is now the least recently used
+    cache.put("c", 3, 60)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
