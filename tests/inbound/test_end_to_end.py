@@ -1,4 +1,4 @@
-"""`postroom serve` as a real process: bulk traffic from real SMTP clients, and kill -9 in the middle of it."""
+"""`postroom serve` as a real process: bulk traffic from real SMTP clients, and kill -9 mid-burst."""
 
 from __future__ import annotations
 
