@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import FIXTURES, DaemonProcess, find_binary, free_port
+from tests.servers.daemon import FIXTURES, DaemonProcess, ManagedServer, find_binary, free_port
 
 CLAMAV_FIXTURES = FIXTURES / "clamav"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -31,7 +31,7 @@ MARKER_NAME = "Postroom.Test.Marker.UNOFFICIAL"
 STREAM_MAX_LENGTH = 1024 * 1024
 
 
-class ClamdServer:
+class ClamdServer(ManagedServer):
     def __init__(self, workdir: Path, stream_max_length: int = STREAM_MAX_LENGTH) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -81,15 +81,6 @@ class ClamdServer:
                 return unix.recv(16) == b"PONG\0"
         except OSError:
             return False
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def kill(self) -> None:
-        self.process.kill()
 
 
 @contextmanager

@@ -106,14 +106,22 @@ class DaemonProcess:
         return not self.is_running() or self.ready()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGTERM to the group), then SIGKILL if it lingers."""
+        """Graceful stop (SIGTERM to the group, woken first if frozen), then SIGKILL if it lingers."""
         self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGCONT)
         self._reap(timeout)
 
     def kill(self) -> None:
         """Simulate a crash: SIGKILL the whole process group, no clean-up by the daemon."""
         self._signal_group(signal.SIGKILL)
         self._reap(5.0)
+
+    def freeze(self) -> None:
+        """Simulate a hung daemon: SIGSTOP the group; the kernel still accepts connections, nobody answers."""
+        self._signal_group(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_group(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
@@ -142,3 +150,28 @@ class DaemonProcess:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
                 parts.append(f"--- {path} ---\n" + "\n".join(tail))
         return "\n".join(parts) or f"(no output from {self.name})"
+
+
+class ManagedServer:
+    """Base of the test servers: lifecycle calls go to their `DaemonProcess`."""
+
+    process: DaemonProcess
+    port: int
+
+    def ping(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def freeze(self) -> None:
+        self.process.freeze()
+
+    def thaw(self) -> None:
+        self.process.thaw()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import DaemonProcess, find_binary, free_port
+from tests.servers.daemon import DaemonProcess, ManagedServer, find_binary, free_port
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     def __init__(self, workdir: Path) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -46,15 +46,6 @@ class RedisServer:
         """Drop every key, so a test starts from an empty store."""
         if _command(self.host, self.port, b"FLUSHALL\r\n") != b"+OK\r\n":
             raise RuntimeError("redis FLUSHALL failed")
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def kill(self) -> None:
-        self.process.kill()
 
 
 def _command(host: str, port: int, command: bytes) -> bytes:

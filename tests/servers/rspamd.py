@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import FIXTURES, DaemonProcess, find_binary, free_port
+from tests.servers.daemon import FIXTURES, DaemonProcess, ManagedServer, find_binary, free_port
 
 RSPAMD_FIXTURES = FIXTURES / "rspamd"
 RSPAMD_CACHE_DIR = Path("/var/tmp/postroom-test-rspamd")
@@ -38,7 +38,7 @@ GTUBE_REWRITE_SUBJECT = b"ZJS" + GTUBE[3:]
 FORCE_ACTION_HEADER = "X-Postroom-Test-Action"
 
 
-class RspamdServer:
+class RspamdServer(ManagedServer):
     def __init__(self, workdir: Path, nameserver: str) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -72,15 +72,6 @@ class RspamdServer:
 
     def ping(self) -> bool:
         return _http_ping(self.host, self.port) and _http_ping(self.host, self.controller_port)
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def kill(self) -> None:
-        self.process.kill()
 
 
 def _http_ping(host: str, port: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.servers.clamd import ClamdServer
-from tests.servers.daemon import find_binary
+from tests.servers.daemon import ManagedServer, find_binary
 from tests.servers.dns import DnsServer
 from tests.servers.redis import RedisServer
 from tests.servers.rspamd import RspamdServer
@@ -41,7 +41,7 @@ def test_redis_answers(redis_server: RedisServer) -> None:
 def test_killed_daemon_stops_answering_and_comes_back_on_the_same_port(
     fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    server: RspamdServer | ClamdServer | RedisServer = request.getfixturevalue(fixture)
+    server: ManagedServer = request.getfixturevalue(fixture)
     port = server.port
     server.kill()
     assert not server.process.is_running()
