@@ -130,7 +130,7 @@ class Metrics:
         self.reasons = LabelGuard(reason_limit)
         self.spools = SpoolCollector()
         reg = self.registry
-        self.registry.register(self.spools)
+        reg.register(self.spools)
         if process_metrics:
             ProcessCollector(registry=reg)
 

@@ -267,6 +267,10 @@ def test_healthz_and_http_edge_cases() -> None:
             writer.write(b"NONSENSE\r\n\r\n")
             garbage = await asyncio.wait_for(reader.read(), 5)
             writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nX-Pad: " + b"x" * 10_000 + b"\r\n\r\n")
+            oversized = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
         assert (health.status_code, health.text) == (200, "ok\n")
         assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "3")
         assert missing.status_code == 404
@@ -274,5 +278,6 @@ def test_healthz_and_http_edge_cases() -> None:
         assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
         assert openmetrics.text.endswith("# EOF\n")
         assert garbage.startswith(b"HTTP/1.1 400 ")
+        assert oversized.startswith(b"HTTP/1.1 400 ")  # request heads are capped at MAX_REQUEST_HEAD
 
     run(scenario)
