@@ -111,7 +111,6 @@ class DnsblFilter:
         self.resolver: dns.asyncresolver.Resolver = deps.resolver
         self.cache: TtlCache[tuple[str, str], ZoneAnswer] = TtlCache(cfg.cache_size, deps.monotonic)
         self._next_health_check: float | None = None
-        self._health_lock = asyncio.Lock()
         self._refresh: asyncio.Task[dict[str, str]] | None = None
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
@@ -120,9 +119,12 @@ class DnsblFilter:
             return Result.skipped(f"no IP address to check ({conn.peer_ip!r})")
         if any(ip in network for network in self.allow):
             return Result.skipped(f"{ip} is allow-listed")
-        await self._keep_health_current()
+        first_health_check = self._schedule_health_check()
         zones = [zone for zone in self.zones if self.health[zone].usable]
         answers = list(await asyncio.gather(*(self.lookup(ip, zone) for zone in zones)))
+        if first_health_check is not None:
+            await first_health_check  # ran alongside the lookups, so a slow DNS costs one timeout, not two
+            answers = [answer for answer in answers if self.health[answer.zone].usable]
         for answer in answers:
             if answer.status is Status.ZONE_ERROR:
                 # Skip the zone for this client; a health check soon tells whether the whole zone refuses us.
@@ -195,16 +197,12 @@ class DnsblFilter:
         self._next_health_check = self.deps.monotonic() + self.cfg.health_check_interval
         return {zone: h.problem for zone, h in self.health.items() if not h.usable}
 
-    async def _keep_health_current(self) -> None:
-        """The first check waits for the health check; later ones refresh it in the background."""
-        if self._next_health_check is None:
-            async with self._health_lock:
-                if self._next_health_check is None:
-                    await self.health_check()
-        elif self.deps.monotonic() >= self._next_health_check and (
-            self._refresh is None or self._refresh.done()
-        ):
+    def _schedule_health_check(self) -> asyncio.Task[dict[str, str]] | None:
+        """Start a health check when one is due; until the first one completes, return it to be awaited."""
+        due = self._next_health_check is None or self.deps.monotonic() >= self._next_health_check
+        if due and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.create_task(self.health_check(), name="dnsbl-health-check")
+        return self._refresh if self._next_health_check is None else None
 
     async def _check_zone(self, zone: str) -> None:
         listed, clear = await asyncio.gather(

@@ -134,6 +134,28 @@ def test_health_check_reports_a_zone_without_the_test_entry(dns_server: DnsServe
     assert run(flt.health_check()) == {"spf.test": "does not list the test entry 127.0.0.2"}
 
 
+def test_health_check_repeats_every_interval_in_the_background(counting_dns_proxy: CountingDnsProxy) -> None:
+    clock = FakeClock()
+    flt = make_filter(counting_dns_proxy.nameserver, ["dnsbl.test"], clock, health_check_interval=120)
+    test_entry = "2.0.0.127.dnsbl.test"
+
+    async def scenario() -> None:
+        conn = Connection("s1", "127.0.0.5")
+        await flt.check(Stage.CONNECT, conn, None)
+        clock.now += 119
+        await flt.check(Stage.CONNECT, conn, None)
+        assert counting_dns_proxy.count(test_entry, "A") == 1
+        clock.now += 1
+        await flt.check(Stage.CONNECT, conn, None)
+        for _ in range(200):  # the refresh runs after the check has answered
+            if counting_dns_proxy.count(test_entry, "A") == 2:
+                break
+            await asyncio.sleep(0.01)
+
+    run(scenario())
+    assert counting_dns_proxy.count(test_entry, "A") == 2
+
+
 def test_dns_timeout_is_a_temperror(unresponsive_dns: UnresponsiveDnsServer) -> None:
     flt = make_filter(unresponsive_dns.nameserver, ["dnsbl.test"], dns_timeout=0.3)
     result = check(flt, "127.0.0.66")
