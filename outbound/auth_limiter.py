@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# Bounds memory under a flood of made-up user names; past it the stalest keys are forgotten first.
+# Bounds memory under a flood of made-up user names; locked-out keys are the last to be forgotten.
 MAX_TRACKED_KEYS = 100_000
 
 
@@ -36,6 +36,10 @@ class AuthLimiter:
         self.clock = clock
         self.max_keys = max_keys
         self._records: dict[str, _Record] = {}
+
+    def __len__(self) -> int:
+        """How many keys are tracked (bounded by `max_keys`)."""
+        return len(self._records)
 
     def locked_for(self, key: str) -> float:
         """Seconds until `key` may try again; 0 when it is not locked out."""
@@ -62,11 +66,20 @@ class AuthLimiter:
         self._records.pop(key, None)
 
     def _evict(self, now: float) -> None:
+        """Past `max_keys`, forget expired records, then the stalest unlocked ones, then any.
+
+        Shrinks to 90% so that a flood pays for the full scan once per many new keys, not on every one.
+        """
         if len(self._records) <= self.max_keys:
             return
+        target = self.max_keys * 9 // 10
         for key in [k for k, r in self._records.items() if self._expired(r, now)]:
             del self._records[key]
-        while len(self._records) > self.max_keys:
+        excess = len(self._records) - target
+        if excess > 0:
+            for key in [k for k, r in self._records.items() if r.locked_until <= now][:excess]:
+                del self._records[key]
+        while len(self._records) > target:
             del self._records[next(iter(self._records))]
 
     def _expired(self, record: _Record, now: float) -> bool:
