@@ -46,6 +46,16 @@ MAX_SIGNATURES = 8  # each costs a DNS lookup and an RSA verification
 _TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 
 
+class _DkimpyLog(logging.LoggerAdapter[logging.Logger]):
+    """dkimpy logs each unverifiable signature as an ERROR; to us it is a result, already in the verdict."""
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_dkimpy_log = _DkimpyLog(logging.getLogger("postroom.filters.auth.dkimpy"), {})
+
+
 class KeyLookupFailed(Exception):
     """A DNS failure while fetching a DKIM key (not a DKIMException, so dkimpy lets it through)."""
 
@@ -90,7 +100,7 @@ def verify_dkim(message: bytes, resolver: dns.resolver.Resolver, budget: float) 
     """Verify every DKIM signature of a message. Blocking: run it in a worker thread."""
     deadline = time.monotonic() + budget
     try:
-        verifier = dkim.DKIM(message)
+        verifier = dkim.DKIM(message, logger=_dkimpy_log)
     except dkim.DKIMException as exc:
         return [DkimSignatureResult("permerror", "", "", f"unparsable message: {exc}")]
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
