@@ -11,7 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,7 @@ class Postroom:
             max_connections=wh.concurrency,
         )
         executor = make_executor(config.delivery.normalize_workers)
+        spool_io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="postroom-spool")
         runner = DeliveryRunner(
             spool,
             webhook,
@@ -89,6 +90,7 @@ class Postroom:
             ),
             executor=executor,
             metrics=metrics,
+            spool_io=spool_io,
         )
         closers: list[Any] = []
         redis_client = None
@@ -105,15 +107,23 @@ class Postroom:
             on_verdict=lambda v: metrics.filter_checked(v.filter, v.stage, v.result, v.ms / 1000.0),
         )
         for flt in chain.filters:
-            starter = getattr(flt, "start", None)
-            if starter is not None:
-                await starter()
+            # Filters that prepare at start-up (DNSBL zone health checks, connection pools) do it now.
+            for hook in ("start", "health_check"):
+                starter = getattr(flt, hook, None)
+                if starter is not None:
+                    await starter()
             closer = getattr(flt, "aclose", None)
             if closer is not None:
                 closers.append(closer)
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
         handler = InboundHandler(
-            config, spool=spool, router=router, chain=chain, on_queued=runner.wake, metrics=metrics
+            config,
+            spool=spool,
+            router=router,
+            chain=chain,
+            on_queued=runner.wake,
+            metrics=metrics,
+            spool_io=spool_io,
         )
         tls = None
         if config.smtp.tls_cert:
@@ -122,6 +132,7 @@ class Postroom:
         ops = None
         if config.metrics.listen:
             ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool)])
+        closers.append(_async_shutdown(spool_io))
         return cls(config, spool, runner, handler, listener, webhook, executor, metrics, ops, closers)
 
     async def start(self) -> None:
@@ -166,8 +177,18 @@ class Postroom:
             await asyncio.sleep(0.05)
 
 
+def _async_shutdown(pool: ThreadPoolExecutor) -> Any:
+    async def close() -> None:
+        await asyncio.to_thread(pool.shutdown, wait=True)
+
+    return close
+
+
 async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    # Filters run blocking libraries (pyspf, dkimpy) in the default pool; each check is time-bounded.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="postroom-filter"))
     app = await Postroom.build(config)
     await app.start()
     stop = asyncio.Event()

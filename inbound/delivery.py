@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from inbound.payload import TicketContext, build_ticket, ticket_json
 from inbound.retry import RetrySchedule
@@ -24,6 +24,7 @@ from inbound.spool import ACTIVE, CORRUPT, DEAD, DEFERRED, INCOMING, DeliverySta
 from inbound.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
 
 log = logging.getLogger("postroom.delivery")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class DeliveryRunner:
         clock: Callable[[], float] = time.time,
         metrics: Any | None = None,
         on_outcome: Callable[[str, str, Outcome], None] | None = None,
+        spool_io: Executor | None = None,
     ) -> None:
         self.spool = spool
         self.webhook = webhook
@@ -89,6 +91,7 @@ class DeliveryRunner:
         self.clock = clock
         self.metrics = metrics
         self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
+        self.spool_io = spool_io  # threads for spool file work, apart from filter threads
         self._ready: dict[str, deque[str]] = {}
         self._known: set[str] = set()  # ids queued in memory or in flight: never attempted twice at once
         self._deferred: list[tuple[float, str, str]] = []  # (due, queue id, tenant)
@@ -102,7 +105,7 @@ class DeliveryRunner:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        report = await asyncio.to_thread(self.spool.recover)
+        report = await self._io(self.spool.recover)
         if report.requeued or report.corrupted:
             log.warning(
                 "recovered interrupted deliveries",
@@ -136,6 +139,9 @@ class DeliveryRunner:
     def in_flight(self) -> int:
         return self._active_total
 
+    async def _io(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.spool_io, func, *args)
+
     # ---- scheduling ---------------------------------------------------------------------------------------
 
     def _enqueue(self, queue_id: str, tenant: str) -> None:
@@ -146,7 +152,7 @@ class DeliveryRunner:
 
     async def _scan(self) -> None:
         """Pick up what is on disk but not in memory: start-up, replays from the CLI, other writers."""
-        found = await asyncio.to_thread(self._scan_disk)
+        found = await self._io(self._scan_disk)
         for state, queue_id, tenant, due in found:
             if queue_id in self._known:
                 continue
@@ -233,7 +239,7 @@ class DeliveryRunner:
     async def _attempt(self, queue_id: str, tenant: str) -> None:
         due: float | None = None
         try:
-            claimed = await asyncio.to_thread(self._claim, queue_id)
+            claimed = await self._io(self._claim, queue_id)
             if claimed is not None:
                 meta, raw, state = claimed
                 due = await self._deliver(queue_id, tenant, meta, raw, state)
@@ -260,16 +266,14 @@ class DeliveryRunner:
             body = await self._build_body(raw, meta)
         except Exception as exc:  # a normaliser bug must not loop forever: count it like a crash
             log.exception("could not build ticket", extra={"queue_id": queue_id, "tenant": tenant})
-            return await asyncio.to_thread(
-                self._record_crash, queue_id, tenant, f"{type(exc).__name__}: {exc}"
-            )
+            return await self._io(self._record_crash, queue_id, tenant, f"{type(exc).__name__}: {exc}")
         started = time.perf_counter()
         outcome = await self.webhook.post(body, ticket_id=queue_id, tenant=tenant, attempt=attempt)
         if self.metrics is not None:
             self.metrics.webhook_attempt(_outcome_name(outcome), time.perf_counter() - started)
         if self.on_outcome is not None:
             self.on_outcome(queue_id, tenant, outcome)
-        return await asyncio.to_thread(self._record, queue_id, tenant, state, attempt, outcome)
+        return await self._io(self._record, queue_id, tenant, state, attempt, outcome)
 
     async def _build_body(self, raw: bytes, meta: dict[str, Any]) -> bytes:
         loop = asyncio.get_running_loop()

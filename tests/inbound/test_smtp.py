@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import os
 import smtplib
+import ssl
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from tests.support.harness import (
     send_raw_dialogue,
     smtp_port,
 )
+from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,3 +186,80 @@ async def test_one_message_to_two_tenants_becomes_two_tickets(tmp_path: Path) ->
     assert by_tenant["acme"]["envelope"]["rcpt_to"] == [f"support@acme.{DOMAIN}", f"sales@acme.{DOMAIN}"]
     assert (by_tenant["globex"]["mailbox"], by_tenant["globex"]["mailbox_hash"]) == ("help", "9")
     assert len({t.idempotency_key for t in receiver.accepted}) == 2
+
+
+async def test_starttls_is_offered_with_a_certificate_and_recorded(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    receiver = TicketReceiver(SECRET)
+    await receiver.start()
+    config = make_config(tmp_path / "spool", receiver.url, smtp={"tls_cert": str(cert), "tls_key": str(key)})
+    try:
+        async with running(config):
+            await asyncio.to_thread(_send_over_tls, smtp_port(config))
+            assert await receiver.wait_for_async(1, timeout=20)
+    finally:
+        await receiver.stop()
+    payload = receiver.accepted[0].payload
+    assert payload is not None and payload["envelope"]["tls"] is True
+    received = next(value for name, value in payload["headers"] if name.lower() == "received")
+    assert "with ESMTPS" in received
+
+
+def _send_over_tls(port: int) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        assert client.has_extn("starttls")
+        client.starttls(context=context)
+        client.ehlo("client.example.org")
+        client.sendmail("ada@example.org", [f"support@acme.{DOMAIN}"], message("over tls"))
+
+
+async def test_big_messages_never_stall_the_event_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio's debug mode reports any callback that holds the loop longer than slow_callback_duration."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.25
+    receiver = TicketReceiver(SECRET)
+    await receiver.start()
+    config = make_config(
+        tmp_path / "spool",
+        receiver.url,
+        delivery={"normalize_workers": 1},
+        smtp={"max_message_size": 20_000_000, "max_sessions_per_ip": 50},
+    )
+    attachment = base64.encodebytes(os.urandom(4_000_000)).decode().replace("\n", "\r\n")
+    big = (
+        "From: a@example.org\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\n"
+        'Content-Disposition: attachment; filename="x.bin"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b--\r\n"
+    ).encode()
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            async with running(config):
+                port = smtp_port(config)
+                # Clients get threads of their own: the loop's default pool is the server's to use.
+                with ThreadPoolExecutor(max_workers=23) as clients:
+                    sends = [
+                        loop.run_in_executor(clients, send, port, [f"big{i}@acme.{DOMAIN}"], big)
+                        for i in range(3)
+                    ]
+                    sends += [
+                        loop.run_in_executor(clients, send, port, [f"small{i}@acme.{DOMAIN}"])
+                        for i in range(20)
+                    ]
+                    results = await asyncio.gather(*sends)
+                assert [r.code for r in results] == [250] * 23, results
+                assert await receiver.wait_for_async(23, timeout=60)
+    finally:
+        await receiver.stop()
+        loop.set_debug(False)
+    stalls = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    assert stalls == []
