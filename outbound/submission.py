@@ -73,10 +73,12 @@ class SubmissionSMTP(SMTP):
     def __init__(self, handler: SubmissionHandler, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
         self.submission = handler
+        self.session_task: asyncio.Task[Any] | None = None
 
     async def _handle_client(self) -> None:
         # aiosmtpd (pinned at 1.4.6) has no connect hook; this runs before its 220 greeting.
         assert self.session is not None and self.transport is not None
+        self.session_task = asyncio.current_task()
         refusal = self.submission.connection_refusal(self.session)
         if refusal is not None:
             await self.push(refusal)
@@ -371,9 +373,17 @@ class SubmissionServer:
         self._server.close()
         if self._handler.storing:
             await asyncio.wait(set(self._handler.storing), timeout=STOP_GRACE)
-        for session in list(self._sessions):
-            if session.transport is not None:
-                session.transport.close()
+        sessions = list(self._sessions)
+        # abort(), not close(): a TLS close waits for the client's close_notify, which an idle client
+        # never sends. Whatever a session was doing, it has had no 250 yet.
+        for session in sessions:
+            if isinstance(session.transport, asyncio.WriteTransport):
+                session.transport.abort()
+        tasks = {s.session_task for s in sessions if s.session_task is not None and not s.session_task.done()}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
         await self._server.wait_closed()
         self._server = None
         log.info("submission listener stopped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import smtplib
+import time
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
@@ -366,3 +367,17 @@ def test_many_messages_over_one_session_each_get_their_own_queue_entry(
     assert replies == [{}] * 20  # no refused recipients
     recipients = sorted(spool.read_meta(INCOMING, i)["rcpt_to"][0] for i in spool.ids(INCOMING))
     assert recipients == sorted(f"user{i}@dest-one.test" for i in range(20))
+
+
+def test_stop_ends_idle_tls_sessions_promptly(submission_config: Config, tls_files: TlsFiles) -> None:
+    spool = outbound_spool(submission_config)
+    with running_submission(
+        submission_config, spool=spool, suppression=suppression_for(submission_config)
+    ) as srv:
+        idle = connect(srv, tls_files)
+        auth_plain(idle, "helpdesk", HELPDESK_PASSWORD)
+        started = time.monotonic()
+    assert time.monotonic() - started < 2  # an idle client never sends close_notify: not waited for
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        idle.noop()
+    idle.close()
