@@ -15,18 +15,18 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, AnyStr
+from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
 from inbound import policy
 from inbound.config import parse_hostport
-from inbound.smtp_protocol import with_enhanced_code
 from inbound.spool import Spool, SpoolError, SpoolFull
 from outbound.auth_limiter import AuthLimiter
 from outbound.authenticator import Authenticator, AuthOutcome
 from outbound.dkim import DkimKeyError, DkimSigner
 from outbound.message_headers import address_domain, complete_message, from_addresses, parse_headers
+from outbound.submission_protocol import SubmissionSMTP, peer_ip
 from outbound.suppression import SuppressionError, SuppressionList, normalize_address
 
 if TYPE_CHECKING:
@@ -45,58 +45,6 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
-
-
-def peer_ip(session: Session) -> str:
-    peer = session.peer
-    host = peer[0] if isinstance(peer, tuple) else str(peer)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
-
-
-def _defer_to_async_check(
-    server: Any, session: Session, envelope: Envelope, mechanism: str, credentials: Any
-) -> AuthResult:
-    # aiosmtpd calls its authenticator synchronously; hand the credentials back so that
-    # SubmissionSMTP can verify them off the event loop.
-    return AuthResult(success=False, handled=False, auth_data=credentials)
-
-
-class SubmissionSMTP(SMTP):
-    """aiosmtpd's protocol, plus: disallowed networks refused before the greeting, RFC 3463 enhanced codes on
-    aiosmtpd's own replies, and AUTH credentials verified asynchronously by the handler."""
-
-    def __init__(self, handler: SubmissionHandler, **kwargs: Any) -> None:
-        super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
-        self.submission = handler
-        self.session_task: asyncio.Task[Any] | None = None
-
-    async def _handle_client(self) -> None:
-        # aiosmtpd (pinned at 1.4.6) has no connect hook; this runs before its 220 greeting.
-        assert self.session is not None and self.transport is not None
-        self.session_task = asyncio.current_task()
-        refusal = self.submission.connection_refusal(self.session)
-        if refusal is not None:
-            await self.push(refusal)
-            self.transport.close()
-            return
-        await super()._handle_client()
-
-    async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
-            await super().push(with_enhanced_code(status))
-        else:
-            await super().push(status)
-
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        return await self.submission.verify(self, await super().auth_PLAIN(_, args))
-
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        return await self.submission.verify(self, await super().auth_LOGIN(_, args))
 
 
 class SubmissionHandler:
@@ -217,18 +165,29 @@ class SubmissionHandler:
             return policy.MISSING_FROM.render()
         foreign = [a for a, d in zip(senders, domains, strict=True) if d not in user.sender_domains]
         if foreign:
-            log.warning("DATA refused: From: not a sender domain of the user", extra={"user": user.name})
+            log.warning(
+                "DATA refused: From: not a sender domain of the user",
+                extra={"user": user.name, "from": foreign[0], "client_ip": peer_ip(session)},
+            )
             return policy.SENDER_NOT_ALLOWED.render(f"From: {foreign[0]}")
-        # Shielded: once storing has begun it completes even if the client vanishes, and stop() waits for it.
+        # Shielded: once storing has begun it completes even if the client vanishes (it will retry: a
+        # harmless duplicate, never a loss), and stop() waits for it.
         task = asyncio.ensure_future(
-            self._sign_and_store(raw, envelope, user.name, domains[0], peer_ip(session))
+            self._sign_and_store(
+                raw,
+                mail_from=str(envelope.mail_from),
+                rcpt_to=list(envelope.rcpt_tos),
+                user=user.name,
+                from_domain=domains[0],
+                client_ip=peer_ip(session),
+            )
         )
         self.storing.add(task)
         task.add_done_callback(self.storing.discard)
         return await asyncio.shield(task)
 
     async def _sign_and_store(
-        self, raw: bytes, envelope: Envelope, user: str, from_domain: str, client_ip: str
+        self, raw: bytes, *, mail_from: str, rcpt_to: list[str], user: str, from_domain: str, client_ip: str
     ) -> str:
         completed = complete_message(
             raw, hostname=self.hostname, now=self.clock(), add_auto_submitted=self.add_auto_submitted
@@ -240,14 +199,14 @@ class SubmissionHandler:
             return policy.SPOOL_ERROR.render()
         base: dict[str, Any] = {
             "kind": "outbound",
-            "mail_from": envelope.mail_from,
+            "mail_from": mail_from,
             "submitted_by": user,
             "message_id": completed.message_id,
             "client_ip": client_ip,
         }
         items: list[tuple[dict[str, Any], bytes]] = [
             ({**base, "rcpt_to": rcpts, "domain": domain}, signed)
-            for domain, rcpts in group_by_domain(envelope.rcpt_tos).items()
+            for domain, rcpts in group_by_domain(rcpt_to).items()
         ]
         try:
             ids = await asyncio.to_thread(self.spool.store, items)

@@ -1,0 +1,78 @@
+"""aiosmtpd's SMTP protocol as the submission listener needs it.
+
+Three additions, each where aiosmtpd (pinned at 1.4.6) offers no hook: a client outside the allowed networks
+is refused before the 220 greeting; aiosmtpd's own replies get RFC 3463 enhanced status codes; and AUTH
+credentials, which aiosmtpd hands to a synchronous callback, are verified by an async hook instead, so the
+scrypt check runs in a worker thread rather than on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any, AnyStr, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from inbound.smtp_protocol import with_enhanced_code
+
+
+class SubmissionHooks(Protocol):
+    def connection_refusal(self, session: Session) -> str | None:
+        """The reply refusing a new client, or None to greet it."""
+
+    async def verify(self, server: SubmissionSMTP, result: AuthResult) -> AuthResult:
+        """Turn aiosmtpd's undecided AUTH result (credentials in `auth_data`) into the final one."""
+
+
+def peer_ip(session: Session) -> str:
+    """The client's IP address as text; an IPv4-mapped IPv6 address becomes plain IPv4."""
+    peer = session.peer
+    host = peer[0] if isinstance(peer, tuple) else str(peer)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _defer_to_async_check(
+    server: Any, session: Session, envelope: Envelope, mechanism: str, credentials: Any
+) -> AuthResult:
+    # aiosmtpd calls its authenticator synchronously; hand the credentials back so that
+    # SubmissionSMTP can verify them off the event loop.
+    return AuthResult(success=False, handled=False, auth_data=credentials)
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's protocol, plus: disallowed networks refused before the greeting, RFC 3463 enhanced codes on
+    aiosmtpd's own replies, and AUTH credentials verified asynchronously by the handler."""
+
+    def __init__(self, handler: SubmissionHooks, **kwargs: Any) -> None:
+        super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
+        self.submission = handler
+        self.session_task: asyncio.Task[Any] | None = None  # so that a stopping server can wait for it
+
+    async def _handle_client(self) -> None:
+        # aiosmtpd (pinned at 1.4.6) has no connect hook; this runs before its 220 greeting.
+        assert self.session is not None and self.transport is not None
+        self.session_task = asyncio.current_task()
+        refusal = self.submission.connection_refusal(self.session)
+        if refusal is not None:
+            await self.push(refusal)
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            await super().push(with_enhanced_code(status))
+        else:
+            await super().push(status)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self.submission.verify(self, await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self.submission.verify(self, await super().auth_LOGIN(_, args))
