@@ -52,21 +52,30 @@ def make_ticket_body(raw: bytes, meta: dict[str, Any], max_inline_attachment_byt
             "tls": bool(meta.get("tls", False)),
         },
         verdicts=list(meta.get("verdicts", [])),
-        auth=_fact(facts, "auth"),
-        spam=_fact(facts, "spam"),
-        virus=_fact(facts, "virus"),
+        auth=ticket_auth(facts),
+        spam=_nested(facts, "rspamd", "spam"),
+        virus=_nested(facts, "clamav", "virus"),
     )
     ticket = build_ticket(raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes)
     body: bytes = ticket_json(ticket)
     return body
 
 
-def _fact(facts: dict[str, Any], key: str) -> Any:
-    """Filters store their data under their own name; find the first that reported `key`."""
-    for data in facts.values():
-        if isinstance(data, dict) and key in data:
-            return data[key]
+def ticket_auth(facts: dict[str, Any]) -> dict[str, Any] | None:
+    """`auth` for the ticket: the DKIM/DMARC filter's full result, else what SPF alone found."""
+    auth = facts.get("auth")
+    if isinstance(auth, dict):
+        return auth
+    spf = facts.get("spf")
+    if isinstance(spf, dict):
+        return {"spf": spf, "dkim": [], "dmarc": None}
     return None
+
+
+def _nested(facts: dict[str, Any], filter_name: str, key: str) -> Any:
+    """Filters keep their data under their own name (see filters.chain); e.g. facts["clamav"]["virus"]."""
+    data = facts.get(filter_name)
+    return data.get(key) if isinstance(data, dict) else None
 
 
 class DeliveryRunner:

@@ -84,11 +84,18 @@ def send(
     *,
     sender: str = "ada@example.org",
     source_ip: str | None = None,
+    helo: str = "client.example.org",
 ) -> SendResult:
     """One SMTP transaction with smtplib; returns the DATA reply (or the first refusal)."""
     source = (source_ip, 0) if source_ip else None
-    with smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=source) as client:
-        client.ehlo("client.example.org")
+    try:
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=source)
+    except smtplib.SMTPConnectError as exc:
+        return SendResult(exc.smtp_code, exc.smtp_error.decode(errors="replace"), {})
+    with client:
+        code, reply = client.ehlo(helo)
+        if code != 250:
+            return SendResult(code, reply.decode(errors="replace"), {})
         try:
             refused = client.sendmail(sender, rcpts, raw if raw is not None else message())
         except smtplib.SMTPRecipientsRefused as exc:
