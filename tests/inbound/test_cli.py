@@ -16,11 +16,14 @@ from tests.support.harness import config_mapping, message
 
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
-    return tomlwrite.write(tmp_path / "postroom.toml", config_mapping(tmp_path / "spool", "http://127.0.0.1:9/t"))
+    return tomlwrite.write(
+        tmp_path / "postroom.toml", config_mapping(tmp_path / "spool", "http://127.0.0.1:9/t")
+    )
 
 
 def _dead_letter(spool: Spool, tenant: str, reason: str, status: int) -> str:
-    (queue_id,) = spool.store([({"tenant": tenant, "mailbox": "support", "mail_from": "a@b.c"}, message(tenant))])
+    meta = {"tenant": tenant, "mailbox": "support", "mail_from": "a@b.c"}
+    (queue_id,) = spool.store([(meta, message(tenant))])
     spool.move(queue_id, INCOMING, DEAD)
     spool.save_state(
         queue_id, DeliveryState(attempts=1, dead_reason=reason, dead_at=spool.clock(), last_status=status)
@@ -28,7 +31,9 @@ def _dead_letter(spool: Spool, tenant: str, reason: str, status: int) -> str:
     return queue_id
 
 
-def test_check_prints_one_schema_valid_ticket_per_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_prints_one_schema_valid_ticket_per_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = tmp_path / "a.eml", tmp_path / "b.eml"
     first.write_bytes(message("first"))
     second.write_bytes(message("second"))
@@ -98,7 +103,8 @@ def test_dead_letter_replay_and_purge(config_path: Path, capsys: pytest.CaptureF
     spool = Spool(config_path.parent / "spool").create()
     acme = _dead_letter(spool, "acme", "http 400", 400)
     globex = _dead_letter(spool, "globex", "http 400", 400)
-    assert main(["dead-letter", "replay", "--all", "--tenant", "acme", "--dry-run", "-c", str(config_path)]) == 0
+    dry_run = ["dead-letter", "replay", "--all", "--tenant", "acme", "--dry-run", "-c", str(config_path)]
+    assert main(dry_run) == 0
     assert f"would replay {acme}" in capsys.readouterr().out
     assert spool.locate(acme) == DEAD
     assert main(["dead-letter", "replay", acme, "-c", str(config_path)]) == 0
