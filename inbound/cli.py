@@ -7,9 +7,9 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,6 +18,7 @@ from inbound.config import Config, load_config
 from inbound.configload import ConfigError
 from inbound.spool import SpoolError
 
+T = TypeVar("T")
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
@@ -77,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tenant", default="check")
     check.add_argument("--mailbox", default="support")
     check.add_argument("--mail-from", default="", help="envelope sender")
-    check.add_argument("--client-ip", default="127.0.0.1")
-    check.add_argument("--helo", default="localhost")
+    check.add_argument("--client-ip", default="127.0.0.1", help="client address for DNSBL and SPF")
+    check.add_argument("--helo", default="localhost.localdomain", help="HELO name for the HELO checks")
     check.set_defaults(handler=cmd_check)
 
     queue = sub.add_parser("queue", parents=[common], help="spool counts by state and age (like qshape)")
@@ -138,32 +139,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from inbound.delivery import make_ticket_body
+    from inbound.checkcmd import Envelope, check_message, report_decision
 
     config: Config = args.config_obj
+    envelope = Envelope(args.tenant, args.mailbox, args.mail_from, args.client_ip, args.helo)
     status = 0
-    for index, name in enumerate(args.files):
+    for index, name in enumerate(args.files, start=1):
         try:
             raw = sys.stdin.buffer.read() if name == "-" else _read_file(name)
         except CliError as exc:
             print(f"postroom: {exc}", file=sys.stderr)
             status = EXIT_FAILURE
             continue
-        meta = {
-            "id": f"check-{index + 1}",
-            "received_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "tenant": args.tenant,
-            "mailbox": args.mailbox,
-            "mailbox_hash": None,
-            "mail_from": args.mail_from,
-            "rcpt_to": [f"{args.mailbox}@{args.tenant}.{config.routing.domains[0]}"],
-            "client_ip": args.client_ip,
-            "helo": args.helo,
-            "tls": False,
-        }
-        body = make_ticket_body(raw, meta, config.webhook.max_inline_attachment_bytes)
+        body, decision = _run_async(check_message(config, raw, envelope, index))
         sys.stdout.buffer.write(body + b"\n")
-    sys.stdout.flush()
+        sys.stdout.flush()
+        report_decision(name, decision)
     return status
 
 
@@ -277,14 +268,12 @@ def _read_file(name: str) -> bytes:
         raise CliError(f"{name}: {exc.strerror or exc}") from None
 
 
-def _run_async(coro: Any) -> int:
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
-
-        result = uvloop.run(coro)
     except ImportError:  # uvloop is an optional speed-up
-        result = asyncio.run(coro)
-    return int(result or 0)
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,30 @@ the verdicts, auth, spam and virus results a ticket carries.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from inbound.cli import main
 from inbound.payload import validate_ticket
 from inbound.receiver import TicketReceiver
 from tests.servers.clamd import ClamdServer
 from tests.servers.dns import DnsServer
 from tests.servers.rspamd import RspamdServer
-from tests.support.harness import DOMAIN, SECRET, make_config, message, running, send, smtp_port
+from tests.support import tomlwrite
+from tests.support.harness import (
+    DOMAIN,
+    SECRET,
+    config_mapping,
+    make_config,
+    message,
+    running,
+    send,
+    smtp_port,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -215,3 +227,31 @@ async def test_scanner_down_is_a_temporary_failure_or_a_flagged_fail_open(
     assert ticket is not None
     (clamav,) = [v for v in ticket["verdicts"] if v["filter"] == "clamav"]
     assert clamav["result"] == "temperror" and clamav["failed_open"] is True
+
+
+def test_check_command_runs_the_configured_filters_on_a_file(
+    tmp_path: Path,
+    dns_server: DnsServer,
+    clamd_server: ClamdServer,
+    rspamd_server: RspamdServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mapping = config_mapping(
+        tmp_path / "spool",
+        "http://127.0.0.1:9/t",
+        dns={"nameservers": [dns_server.nameserver]},
+        filters=_filters(dns_server, clamd_server, rspamd_server),
+    )
+    config_path = tomlwrite.write(tmp_path / "postroom.toml", mapping)
+    eml = tmp_path / "eicar.eml"
+    eml.write_bytes(message(body=EICAR + "\r\n", sender=CLEAN_SENDER))
+    status = main(
+        ["check", "-c", str(config_path), str(eml), "--mail-from", CLEAN_SENDER, "--helo", CLEAN_HELO]
+    )
+    out, err = capsys.readouterr()
+    assert status == 0
+    ticket = json.loads(out)
+    validate_ticket(ticket)
+    assert ticket["virus"]["found"] is True and ticket["auth"]["spf"]["result"] == "pass"
+    assert {v["filter"] for v in ticket["verdicts"]} >= {"dnsbl", "fqdn", "spf", "clamav"}
+    assert "would be refused: 554 5.7.1" in err and "EICAR" in err
