@@ -1,6 +1,6 @@
 """`postroom hash-password`, `postroom suppression list|add|remove` and `postroom dkim-keygen`.
 
-`register(subparsers, common)` adds the commands to the `postroom` parser; each handler gets the loaded
+`register(subparsers, parents)` adds the commands to the `postroom` parser; each handler gets the loaded
 config as `args.config_obj` and returns the exit code. Errors are one line on stderr and exit code 2.
 """
 
@@ -11,10 +11,10 @@ import asyncio
 import getpass
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 import redis.asyncio
@@ -36,12 +36,13 @@ class CommandError(Exception):
     """Reported as one line and exit code 2."""
 
 
-def register(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
-    """Add the outbound commands; `common` is the parent parser carrying --config (made here if absent)."""
-    if common is None:
-        common = argparse.ArgumentParser(add_help=False)
-        common.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: embedded defaults)")
-    parents = [common]
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add the outbound commands. `parents` carry --config (e.g. the `postroom` common parser); without
+    them each command gets its own --config option."""
+    parents = list(parents) or [_config_option()]
 
     hashing = subparsers.add_parser(
         "hash-password",
@@ -78,6 +79,12 @@ def register(subparsers: Any, common: argparse.ArgumentParser | None = None) -> 
     keygen.add_argument("--out", required=True, type=Path, help="private key file to create (mode 0600)")
     keygen.add_argument("--bits", type=int, default=2048, choices=(1024, 2048, 3072, 4096))
     keygen.set_defaults(handler=_guarded(cmd_dkim_keygen))
+
+
+def _config_option() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", metavar="FILE", help="TOML config (default: embedded defaults)")
+    return common
 
 
 def parse_duration(text: str) -> float:

@@ -45,6 +45,18 @@ def _defer_to_async_check(
     return AuthResult(success=False, handled=False, auth_data=credentials)
 
 
+class _QuietSession(Session):
+    """aiosmtpd's own AUTH code sets the deprecated `login_data`, logging a warning on every login."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class SubmissionSMTP(SMTP):
     """aiosmtpd's protocol, plus: disallowed networks refused before the greeting, RFC 3463 enhanced codes on
     aiosmtpd's own replies, and AUTH credentials verified asynchronously by the handler."""
@@ -53,6 +65,9 @@ class SubmissionSMTP(SMTP):
         super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
         self.submission = handler
         self.session_task: asyncio.Task[Any] | None = None  # so that a stopping server can wait for it
+
+    def _create_session(self) -> Session:
+        return _QuietSession(self.loop)
 
     async def _handle_client(self) -> None:
         # aiosmtpd (pinned at 1.4.6) has no connect hook; this runs before its 220 greeting.

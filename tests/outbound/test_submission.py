@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import smtplib
 import time
 from email.parser import BytesParser
@@ -64,8 +65,9 @@ def queued_ids(reply: bytes) -> list[str]:
 
 
 def test_authenticated_submission_is_signed_and_spooled_once_per_recipient_domain(
-    submission_config: Config, tls_files: TlsFiles, dns_server: DnsServer
+    submission_config: Config, tls_files: TlsFiles, dns_server: DnsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="postroom.outbound")
     spool = outbound_spool(submission_config)
     woken: list[list[str]] = []
     with running_submission(
@@ -79,9 +81,12 @@ def test_authenticated_submission_is_signed_and_spooled_once_per_recipient_domai
                 assert client.rcpt(rcpt)[0] == 250
             code, reply = client.data(NOTIFICATION)
     assert code == 250
+    assert [r.message for r in caplog.records if r.levelno >= logging.WARNING] == []
     ids = queued_ids(reply)
     assert len(ids) == 2 and sorted(ids) == spool.ids(INCOMING)
     assert woken == [ids]
+    queued = [r for r in caplog.records if r.message == "message queued for delivery"]
+    assert sorted(r.queue_id for r in queued) == sorted(ids)  # type: ignore[attr-defined]
 
     entries = {m.meta["domain"]: m for m in (spool.read(INCOMING, i) for i in ids)}
     assert set(entries) == {"dest-one.test", "dest-two.test"}
