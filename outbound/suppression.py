@@ -124,14 +124,20 @@ class MemorySuppressionList:
 
     async def add(self, address: str, *, reason: str, source: str, ttl: float | None) -> None:
         entry = new_entry(address, reason=reason, source=source, ttl=ttl, now=self.clock())
-        await asyncio.to_thread(
-            self._update, lambda entries: entries.__setitem__(suppression_key(address), entry)
-        )
+
+        def put(entries: dict[str, SuppressionEntry]) -> None:
+            entries[suppression_key(address)] = entry
+
+        await asyncio.to_thread(self._update, put)
         log.info("address suppressed", extra={"address": entry.address, "reason": reason, "source": source})
 
     async def remove(self, address: str) -> bool:
         key = suppression_key(address)
-        removed = await asyncio.to_thread(self._update, lambda entries: entries.pop(key, None) is not None)
+
+        def drop(entries: dict[str, SuppressionEntry]) -> bool:
+            return entries.pop(key, None) is not None
+
+        removed = await asyncio.to_thread(self._update, drop)
         if removed:
             log.info("suppression removed", extra={"address": normalize_address(address)})
         return removed
@@ -160,10 +166,13 @@ class MemorySuppressionList:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> None:
+        # Runs in a worker thread: the loop only ever sees a complete dict, swapped in whole.
+        self._entries, self._stamp = self._read_file()
+
+    def _read_file(self) -> tuple[dict[str, SuppressionEntry], tuple[int, int, int] | None]:
         stamp = self._file_stamp()
         if stamp is None:
-            self._entries, self._stamp = {}, None
-            return
+            return {}, None
         try:
             data = orjson.loads(self.path.read_bytes())
             entries = [SuppressionEntry.from_dict(item) for item in data["entries"]]
@@ -171,24 +180,24 @@ class MemorySuppressionList:
             raise SuppressionError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise SuppressionError(f"{self.path} is not a valid suppression file: {exc}") from exc
-        self._entries = {suppression_key(e.address): e for e in entries}
-        self._stamp = stamp
+        return {suppression_key(e.address): e for e in entries}, stamp
 
     def _update(self, change: Callable[[dict[str, SuppressionEntry]], T]) -> T:
+        """Apply `change` to the current file contents and write the result (blocking, in a thread)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._load()
-            result = change(self._entries)
+            entries, _ = self._read_file()
+            result = change(entries)
             now = self.clock()
-            self._entries = {k: e for k, e in self._entries.items() if not e.expired(now)}
-            self._write()
+            live = {k: e for k, e in entries.items() if not e.expired(now)}
+            self._write(live)
+            self._entries, self._stamp = live, self._file_stamp()
             return result
 
-    def _write(self) -> None:
+    def _write(self, entries: dict[str, SuppressionEntry]) -> None:
         body = orjson.dumps(
-            {"version": 1, "entries": [e.as_dict() for e in self._entries.values()]},
-            option=orjson.OPT_INDENT_2,
+            {"version": 1, "entries": [e.as_dict() for e in entries.values()]}, option=orjson.OPT_INDENT_2
         )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -204,7 +213,6 @@ class MemorySuppressionList:
                 os.close(dir_fd)
         except OSError as exc:
             raise SuppressionError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        self._stamp = self._file_stamp()
 
 
 class RedisSuppressionList:
