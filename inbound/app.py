@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,8 @@ from filters.chain import FilterChain
 from filters.deps import FilterDeps
 from filters.registry import build_filters
 from filters.resolver import make_resolver
-from inbound.config import Config
+from inbound.config import Config, load_config
+from inbound.configload import ConfigError
 from inbound.delivery import DeliveryRunner, RunnerLimits
 from inbound.metrics import Metrics
 from inbound.ops_http import OpsServer
@@ -151,11 +153,12 @@ class Postroom:
         )
 
     async def stop(self) -> None:
+        """New sessions get 421 while transactions in flight finish (bounded), then the runner stops."""
         if self.ops is not None:
             self.ops.set_draining()
         self.handler.accepting = False
-        await self.listener.stop()
         await self._drain_sessions(self.config.delivery.shutdown_grace)
+        await self.listener.stop()
         await self.runner.stop(timeout=self.config.delivery.shutdown_grace)
         await self.webhook.aclose()
         for closer in reversed(self.closers):
@@ -174,7 +177,36 @@ class Postroom:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.handler.sessions > 0 and loop.time() < deadline:
+            self.handler.close_idle_sessions()
             await asyncio.sleep(0.05)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: apply what can change without dropping connections; name what needs a restart."""
+        self.handler.router = Router.from_files(config.routing.domains, config.routing.tenant_file)
+        from inbound.logsetup import configure_logging
+
+        configure_logging(config)
+        unchanged = [
+            name
+            for name in ("smtp", "spool", "webhook", "delivery", "filters", "redis", "metrics", "dns")
+            if getattr(config, name) != getattr(self.config, name)
+        ]
+        self.config.routing = config.routing
+        self.config.logging = config.logging
+        log.info("configuration reloaded", extra={"event": "reloaded", "needs_restart": unchanged})
+
+
+def _reloader(app: Postroom, config_path: str) -> Callable[[], None]:
+    def reload() -> None:
+        try:
+            app.reload(load_config(config_path))
+        except (ConfigError, OSError, ValueError) as exc:
+            log.error(
+                "reload refused, keeping the running configuration",
+                extra={"event": "reload_failed", "error": str(exc)},
+            )
+
+    return reload
 
 
 def _async_shutdown(pool: ThreadPoolExecutor) -> Any:
@@ -184,8 +216,10 @@ def _async_shutdown(pool: ThreadPoolExecutor) -> Any:
     return close
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT."""
+async def serve(
+    config: Config, *, config_path: str | None = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP re-reads `config_path` (routing, tenant list, logging)."""
     loop = asyncio.get_running_loop()
     # Filters run blocking libraries (pyspf, dkimpy) in the default pool; each check is time-bounded.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="postroom-filter"))
@@ -195,6 +229,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reloader(app, config_path))
     if ready is not None:
         ready.set()
     try:

@@ -128,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config: Config = args.config_obj
     configure_logging(config)
-    _run_async(serve(config))
+    _run_async(serve(config, config_path=args.config))
     return 0
 
 

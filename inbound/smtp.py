@@ -23,7 +23,7 @@ from filters.chain import FilterChain
 from inbound import policy
 from inbound.config import Config, parse_hostport
 from inbound.routing import Refusal, Route, Router
-from inbound.smtp_protocol import PostroomSMTP
+from inbound.smtp_protocol import PostroomSMTP, say_and_close
 from inbound.spool import Spool, SpoolError, SpoolFull, new_queue_id
 
 log = logging.getLogger("postroom.smtp")
@@ -36,6 +36,7 @@ class SessionState:
     routes: list[Route] = field(default_factory=list)
     bounce_rcpts: list[str] = field(default_factory=list)
     counted: bool = False
+    in_data: bool = False  # between DATA's end and our reply: never cut off by a shutdown
 
 
 class BounceSink:
@@ -76,6 +77,7 @@ class InboundHandler:
         self.sessions = 0
         self.sessions_by_ip: dict[str, int] = {}
         self.accepting = True
+        self._open: set[PostroomSMTP] = set()
 
     # ---- connection -------------------------------------------------------------------------------------
 
@@ -84,6 +86,7 @@ class InboundHandler:
         conn = Connection(session_id=secrets.token_hex(5), peer_ip=peer_ip, peer_port=peer_port)
         state = SessionState(conn)
         server.postroom_state = state
+        self._open.add(server)
         smtp_cfg = self.config.smtp
         if not self.accepting:
             return self._refuse_connect(conn, policy.SHUTTING_DOWN.render(), "shutting_down")
@@ -118,6 +121,7 @@ class InboundHandler:
         return reply
 
     def on_close(self, server: PostroomSMTP) -> None:
+        self._open.discard(server)
         state: SessionState | None = server.postroom_state
         if state is None:
             return
@@ -248,6 +252,13 @@ class InboundHandler:
             return "503 5.5.1 need MAIL command"
         txn.message = envelope.original_content or b""
         state.txn = None  # whatever happens next, this transaction is over
+        state.in_data = True
+        try:
+            return await self._finish_data(state, txn)
+        finally:
+            state.in_data = False
+
+    async def _finish_data(self, state: SessionState, txn: Transaction) -> str:
         if state.routes:
             decision = await self.chain.run(Stage.DATA, state.conn, txn)
             if decision is not None:
@@ -334,6 +345,21 @@ class InboundHandler:
         )
         lines = [f"{name}: {_header_safe(value)}\r\n" for name, value in txn.add_headers]
         return ("".join(lines) + received).encode("utf-8", "replace")
+
+    # ---- shutdown -------------------------------------------------------------------------------------
+
+    def close_idle_sessions(self) -> int:
+        """On shutdown: say 421 to sessions between transactions; those mid-transaction may finish."""
+        closed = 0
+        for server in list(self._open):
+            state: SessionState | None = server.postroom_state
+            transport = server.transport
+            if state is None or state.txn is not None or state.in_data:
+                continue
+            if transport is not None and not transport.is_closing():
+                say_and_close(transport, policy.SHUTTING_DOWN.render())
+                closed += 1
+        return closed
 
     # ---- helpers ----------------------------------------------------------------------------------------
 

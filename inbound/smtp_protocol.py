@@ -54,6 +54,15 @@ def with_enhanced_code(reply: str) -> str:
     return f"{code}{sep}{enhanced} {text}"
 
 
+def say_and_close(transport: asyncio.BaseTransport, reply: str) -> None:
+    """Send a last reply line and close. uvloop's transports are not registered as asyncio.WriteTransport,
+    so this goes by the method, not the class."""
+    write = getattr(transport, "write", None)
+    if write is not None:
+        write(reply.encode() + b"\r\n")
+    transport.close()
+
+
 ConnectHook = Callable[["PostroomSMTP"], Awaitable[str | None]]
 CloseHook = Callable[["PostroomSMTP"], None]
 
@@ -92,10 +101,8 @@ class PostroomSMTP(SMTP):
         super().connection_lost(error)
 
     def _session_expired(self) -> None:
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(SESSION_TOO_LONG.render().encode() + b"\r\n")
-            transport.close()
+        if self.transport is not None:
+            say_and_close(self.transport, SESSION_TOO_LONG.render())
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
