@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 
 import orjson
 
+from filters import blockcli
 from inbound import deadletter, queueview, trace
 from inbound.config import Config, load_config
 from inbound.configload import ConfigError
 from inbound.spool import SpoolError
+from outbound import cli as outbound_cli
 
 T = TypeVar("T")
 EXIT_USAGE = 2
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dead_letter(sub, common)
     # Subcommands that live beside the code they operate on.
     trace.register(sub, [common])
+    blockcli.register(sub, [common])
+    outbound_cli.register(sub, [common])
     return parser
 
 
