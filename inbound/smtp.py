@@ -141,6 +141,10 @@ class InboundHandler:
                 task.add_done_callback(_log_task_failure)
         log.info("disconnect", extra={"event": "disconnect", "session": state.conn.session_id})
 
+    async def handle_PROXY(self, server: PostroomSMTP, session: Any, envelope: Any, proxy_data: Any) -> bool:
+        """With `smtp.proxy_protocol`, HAProxy's PROXY header names the real client; a broken one closes."""
+        return bool(proxy_data) and getattr(proxy_data, "src_addr", None) is not None
+
     # ---- HELO / EHLO ------------------------------------------------------------------------------------
 
     async def handle_HELO(self, server: PostroomSMTP, session: Any, envelope: Any, hostname: str) -> str:
