@@ -8,11 +8,13 @@ would otherwise keep the listening sockets open and hide the "daemon died" fault
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 INSTALL_HINT = "install the test servers with tests/install-system-deps.sh"
+_PR_SET_PDEATHSIG = 1
 # Debian puts clamd in /usr/sbin, which is not on every user's PATH.
 _EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin")
 
@@ -50,6 +53,14 @@ def wait_until(probe: Callable[[], bool], *, timeout: float, interval: float = 0
             break
         time.sleep(interval)
     return False
+
+
+def _die_with_test_run() -> None:
+    """In the child before exec: if the test run dies (even by SIGKILL), the kernel kills the daemon too.
+
+    This covers clamd, redis-server and Rspamd's main process; Rspamd's forked workers do not inherit it
+    and outlive an interrupted run (harmless: every run binds fresh random ports)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class DaemonProcess:
@@ -93,6 +104,7 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_test_run if sys.platform == "linux" else None,
             )
         if not wait_until(self._ready_or_exited, timeout=self.start_timeout) or not self.is_running():
             self.stop()
