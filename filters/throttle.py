@@ -39,7 +39,8 @@ CONNECTION_RATE = "throttle.connection_rate"
 MESSAGE_RATE = "throttle.message_rate"
 RECIPIENT_RATE = "throttle.recipient_rate"
 MINUTE = 60.0
-# Listener refusals that are the client's doing although no filter reason names them (unknown recipient).
+# Refusals the client earned although their reply is temporary (rate limits) or absent from the policy
+# table (the listener's "routing": an unknown recipient, as in a dictionary attack).
 CLIENT_FAULT_REASONS = frozenset({"routing", CONNECTION_RATE, CONCURRENCY, MESSAGE_RATE, RECIPIENT_RATE})
 
 
