@@ -16,6 +16,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from filters.blocklist import blocklist_path
 from filters.chain import FilterChain
 from filters.deps import FilterDeps
 from filters.registry import build_filters
@@ -99,11 +100,16 @@ class Postroom:
         if config.redis.url:
             import redis.asyncio
 
-            redis_client = redis.asyncio.Redis.from_url(config.redis.url)
+            # Bounded: a hung Redis must not hold a session's cleanup (session_closed) forever.
+            redis_client = redis.asyncio.Redis.from_url(
+                config.redis.url, socket_connect_timeout=2.0, socket_timeout=2.0
+            )
             closers.append(redis_client.aclose)
         deps = FilterDeps(
             resolver=make_resolver(config.dns), hostname=config.smtp.hostname, redis=redis_client
         )
+        # The running server and `postroom block` must use the same block-list file.
+        config.filters.throttle.blocklist_file = str(blocklist_path(config))
         chain = FilterChain(
             build_filters(config.filters, deps),
             on_verdict=lambda v: metrics.filter_checked(v.filter, v.stage, v.result, v.ms / 1000.0),
