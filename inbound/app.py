@@ -32,6 +32,7 @@ from inbound.routing import Router
 from inbound.smtp import InboundHandler, SmtpListener, load_tls_context
 from inbound.spool import Spool
 from inbound.webhook import WebhookClient
+from outbound.service import OutboundService
 
 log = logging.getLogger("postroom.app")
 
@@ -63,6 +64,7 @@ class Postroom:
     webhook: WebhookClient
     executor: Executor | None
     metrics: Metrics
+    outbound: OutboundService
     ops: OpsServer | None = None
     closers: list[Any] = field(default_factory=list)
 
@@ -123,6 +125,7 @@ class Postroom:
             closer = getattr(flt, "aclose", None)
             if closer is not None:
                 closers.append(closer)
+        outbound = OutboundService(config, resolver=deps.resolver, redis=redis_client, metrics=metrics)
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
         handler = InboundHandler(
             config,
@@ -132,6 +135,7 @@ class Postroom:
             on_queued=runner.wake,
             metrics=metrics,
             spool_io=spool_io,
+            bounces=outbound.bounces,
         )
         tls = None
         if config.smtp.tls_cert:
@@ -141,12 +145,15 @@ class Postroom:
         if config.metrics.listen:
             ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool)])
         closers.append(_async_shutdown(spool_io))
-        return cls(config, spool, runner, handler, listener, webhook, executor, metrics, ops, closers)
+        return cls(
+            config, spool, runner, handler, listener, webhook, executor, metrics, outbound, ops, closers
+        )
 
     async def start(self) -> None:
         if self.ops is not None:
             await self.ops.start()
         await self.runner.start()
+        await self.outbound.start()
         await self.listener.start()
         log.info(
             "postroom started",
@@ -165,6 +172,7 @@ class Postroom:
         self.handler.accepting = False
         await self._drain_sessions(self.config.delivery.shutdown_grace)
         await self.listener.stop()
+        await self.outbound.stop(timeout=self.config.delivery.shutdown_grace)
         await self.runner.stop(timeout=self.config.delivery.shutdown_grace)
         await self.webhook.aclose()
         for closer in reversed(self.closers):

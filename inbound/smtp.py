@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from filters.base import Connection, Stage, Transaction
 from filters.chain import FilterChain
@@ -39,14 +39,12 @@ class SessionState:
     in_data: bool = False  # between DATA's end and our reply: never cut off by a shutdown
 
 
-class BounceSink:
+class BounceSink(Protocol):
     """Where VERP bounces addressed to the bounce domain go instead of becoming tickets (outbound relay)."""
 
-    def is_bounce_address(self, rcpt: str) -> bool:  # pragma: no cover - interface
-        raise NotImplementedError
+    def is_bounce_address(self, rcpt: str) -> bool: ...
 
-    async def process(self, rcpt: str, raw: bytes) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
+    async def process(self, rcpt: str, raw: bytes) -> Any: ...
 
 
 class InboundHandler:

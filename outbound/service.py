@@ -1,0 +1,81 @@
+"""The outbound relay as one part of `postroom serve`: submission listener, delivery runner, bounce intake.
+
+Each piece runs only when configured: `[submission] enabled` (the helpdesk hands notifications to us),
+`[outbound] enabled` (we deliver them) and `[outbound] bounce_domain` (VERP bounces come back to the inbound
+MX and update the suppression list instead of becoming tickets). They share one outbound spool and one
+suppression list (Redis-backed when `[redis] url` is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import dns.asyncresolver
+
+from inbound.config import Config
+from inbound.spool import Spool
+from outbound.bounces import BounceProcessor
+from outbound.runner import OutboundRunner
+from outbound.submission import SubmissionServer
+from outbound.suppression import SuppressionList, open_suppression
+
+log = logging.getLogger("postroom.outbound.service")
+
+
+class OutboundService:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        resolver: dns.asyncresolver.Resolver,
+        redis: Any | None = None,
+        metrics: Any | None = None,
+    ) -> None:
+        self.config = config
+        self.runner: OutboundRunner | None = None
+        self.submission: SubmissionServer | None = None
+        self.bounces: BounceProcessor | None = None
+        if not (config.outbound.enabled or config.submission.enabled or config.outbound.bounce_domain):
+            return  # inbound only: no outbound spool directory, no suppression file
+        self.spool = Spool(config.outbound.spool_dir(config.spool.path)).create()
+        self.suppression: SuppressionList = open_suppression(config, redis)
+        if config.outbound.enabled:
+            self.runner = OutboundRunner(
+                config, spool=self.spool, suppression=self.suppression, resolver=resolver
+            )
+        if config.submission.enabled:
+            self.submission = SubmissionServer(config, spool=self.spool, suppression=self.suppression)
+            if self.runner is not None:
+                runner = self.runner
+                self.submission.on_queued = lambda _ids: runner.wake()
+        if config.outbound.bounce_domain:
+            self.bounces = BounceProcessor(
+                bounce_domain=config.outbound.bounce_domain,
+                # The same secret the runner's VERP return paths are made with.
+                secret=config.webhook.secret,
+                suppression=self.suppression,
+                suppression_ttl=config.outbound.suppression_ttl,
+            )
+        if metrics is not None and (self.runner is not None or self.submission is not None):
+            metrics.watch_spool("outbound", self.spool)
+
+    @property
+    def active(self) -> bool:
+        return self.runner is not None or self.submission is not None
+
+    async def start(self) -> None:
+        if self.runner is not None:
+            await self.runner.start()
+        if self.submission is not None:
+            await self.submission.start()
+            log.info(
+                "submission listening", extra={"event": "started", "listen": self.config.submission.listen}
+            )
+
+    async def stop(self, timeout: float) -> None:
+        if self.submission is not None:
+            await self.submission.stop()
+        if self.runner is not None:
+            await asyncio.wait_for(self.runner.stop(timeout=timeout), timeout=timeout + 10)
