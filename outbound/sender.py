@@ -214,7 +214,7 @@ async def _send_envelope(client: aiosmtplib.SMTP, envelope: Envelope) -> list[Re
 def _mail_options(client: aiosmtplib.SMTP, envelope: Envelope) -> tuple[list[str], str | None]:
     """MAIL FROM parameters, and the address encoding (None: needs SMTPUTF8 the server lacks)."""
     options: list[str] = []
-    if any(byte > 0x7F for byte in envelope.raw) and client.supports_extension("8bitmime"):
+    if not envelope.raw.isascii() and client.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     if all(address.isascii() for address in (envelope.mail_from, *envelope.rcpt_to)):
         return options, "ascii"

@@ -243,8 +243,8 @@ def mx_farm(mx_farm_servers: MxFarm) -> MxFarm:
     return mx_farm_servers
 
 
-def delivery_config(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any) -> Config:
-    """A config whose outbound relay resolves through the test DNS server and delivers to `port`."""
+def delivery_settings(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any) -> dict[str, Any]:
+    """Config settings whose outbound relay resolves through the test DNS server and delivers to `port`."""
     settings: dict[str, Any] = {
         "smtp_port": port,
         "bounce_domain": "bounces.postroom.test",
@@ -255,14 +255,16 @@ def delivery_config(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any) 
         "command_timeout": 10.0,
         **outbound,
     }
-    return config_from_mapping(
-        {
-            "spool": {"path": str(tmp_path / "spool"), "min_free_bytes": 0},
-            "dns": {"nameservers": [dns.nameserver], "timeout": 2.0},
-            "webhook": {"secret": "test-secret"},
-            "outbound": settings,
-        }
-    )
+    return {
+        "spool": {"path": str(tmp_path / "spool"), "min_free_bytes": 0},
+        "dns": {"nameservers": [dns.nameserver], "timeout": 2.0},
+        "webhook": {"secret": "test-secret"},
+        "outbound": settings,
+    }
+
+
+def delivery_config(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any) -> Config:
+    return config_from_mapping(delivery_settings(tmp_path, dns, port, **outbound))
 
 
 def outbound_spool(cfg: Config, *, fsync: bool = True) -> Spool:
