@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import mimetypes
+import re
 import unicodedata
 from email.message import Message
 from typing import Any
@@ -38,6 +39,8 @@ _EXTENSIONS = {
     "application/pgp-signature": ".asc",
     "application/pgp-encrypted": ".asc",
 }
+# RFC 6838 restricted names, as lower-cased by the parser.
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 # Built-in table only, so the guess does not depend on the host's /etc/mime.types.
 _BUILTIN_TYPES = mimetypes.MimeTypes(filenames=())
 
@@ -52,7 +55,7 @@ def attachment_records(parts: list[Message], *, max_inline_bytes: int) -> list[d
 def attachment_record(part: Message, index: int, *, max_inline_bytes: int) -> dict[str, Any]:
     """The ticket's view of one attachment; `index` (from 1) names it when it has no usable name."""
     content = part_bytes(part)
-    content_type = part.get_content_type()
+    content_type = _content_type(part)
     inline = len(content) <= max_inline_bytes
     return {
         "filename": sanitize_filename(_declared_filename(part), index=index, content_type=content_type),
@@ -98,6 +101,12 @@ def _truncate(name: str) -> str:
     budget = MAX_FILENAME_BYTES - len(suffix.encode("utf-8"))
     # Cutting the UTF-8 bytes may split a character; "ignore" drops the partial one.
     return stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(". ") + suffix
+
+
+def _content_type(part: Message) -> str:
+    """The part's media type, or application/octet-stream when the header does not name a valid one."""
+    content_type = part.get_content_type()
+    return content_type if _MEDIA_TYPE.fullmatch(content_type) else "application/octet-stream"
 
 
 def _guess_extension(content_type: str) -> str:

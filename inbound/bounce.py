@@ -68,11 +68,10 @@ def _from_delivery_reports(reports: list[Message]) -> dict[str, Any]:
 
 def _field_blocks(report: Message) -> list[dict[str, str]]:
     """The report's blocks of "Name: value" fields; names lower-case."""
-    payload = report.get_payload()
-    if isinstance(payload, list):
+    if report.is_multipart():  # parsed into one header block per message
         return [
             {str(name).lower(): header_str(str(value)) for name, value in block.raw_items()}
-            for block in payload
+            for block in report.get_payload()
             if isinstance(block, Message)
         ]
     blocks: list[dict[str, str]] = []

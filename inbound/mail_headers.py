@@ -10,6 +10,7 @@ most of the traffic and need none of mail-parser's recovery, which costs tens of
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -20,6 +21,8 @@ from mailparser.dates import parse_mail_date
 from mailparser.utils import get_addresses
 
 from inbound.mime_text import decode_encoded_words, header_str, scrub_surrogates
+
+log = logging.getLogger("postroom.normalize")
 
 # Address parsing costs tens of microseconds per mailbox; a To: header of 10 MB must not take minutes.
 MAX_ADDRESS_FIELD_CHARS = 64 * 1024
@@ -96,11 +99,19 @@ def parse_mailboxes(value: str) -> list[Mailbox]:
         return []
     pairs = _simple_mailboxes(value)
     if pairs is None:
-        pairs = [(name, address) for name, address in get_addresses(value, decode_names=True) if address]
+        pairs = _mail_parser_mailboxes(value)
     if not pairs:
         pairs = [(decode_encoded_words(name), address) for name, address in getaddresses([value]) if address]
     mailboxes = (_mailbox(name, address) for name, address in pairs)
     return [mailbox for mailbox in mailboxes if _PLAUSIBLE_ADDRESS.fullmatch(mailbox["email"])]
+
+
+def _mail_parser_mailboxes(value: str) -> list[tuple[str, str]]:
+    try:
+        return [(name, address) for name, address in get_addresses(value, decode_names=True) if address]
+    except Exception:  # hostile input can still trip it (e.g. undecodable encoded-words): fall back
+        log.debug("mail-parser could not read an address field; using the standard library", exc_info=True)
+        return []
 
 
 def _simple_mailboxes(value: str) -> list[tuple[str, str]] | None:
@@ -148,7 +159,11 @@ def iso_date(value: str | None) -> str | None:
     """A Date field as ISO 8601 UTC ("2026-11-02T09:00:00Z"), or None when absent or unreadable."""
     if not value:
         return None
-    moment: datetime.datetime | None = parse_mail_date(value).value
+    try:
+        moment: datetime.datetime | None = parse_mail_date(value).value
+    except Exception:  # mail-parser is the first reader, not the only one
+        log.debug("mail-parser could not read a date; using the standard library", exc_info=True)
+        moment = None
     if moment is None:
         try:
             moment = parsedate_to_datetime(value)

@@ -13,11 +13,10 @@ raises `MimeLimitError` and the caller falls back to the top-level header sectio
 
 from __future__ import annotations
 
-import io
+import binascii
 import itertools
 import re
 from email.errors import MissingHeaderBodySeparatorDefect
-from email.generator import BytesGenerator
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -26,15 +25,27 @@ from inbound.mime_text import decode_base64_lenient, header_str
 
 MAX_DEPTH = 32
 MAX_PARTS = 10_000
-# Nested messages are written back in canonical CRLF form when they become attachments.
-_CANONICAL = compat32.clone(linesep="\r\n")
 # The stdlib's rule for a header line (email.feedparser.headerRE), applied to a run of lines at once.
 _HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[ \t])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
 _LINE_BREAK = re.compile(rb"\r\n|\r(?!\n)|\n")
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")
 # Blocks of a delivery-status report are separated by empty lines (a line of spaces continues a field).
 _BLANK_LINES = re.compile(rb"(?:\r\n|\r(?!\n)|\n){2,}")
-_HEADER_PARSER = BytesHeaderParser(policy=compat32)
+_UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+class MimePart(Message):
+    """A compat32 message or part that also keeps its undecoded body bytes (for a `message/*` part: the
+    nested message exactly as received).
+
+    The stdlib payload is text with 8-bit bytes as surrogate escapes, and reading it back as text makes
+    `Message.get_payload` consult the part's charset parameter, which a hostile message can make raise.
+    """
+
+    body: bytes = b""
+
+
+_HEADER_PARSER = BytesHeaderParser(MimePart, policy=compat32)
 
 
 class MimeLimitError(ValueError):
@@ -69,15 +80,17 @@ class _Splitter:
         header_end, body_start, missing_separator = _split_header_section(self.raw, start, end)
         message = _parse_headers(self.raw[start:header_end], missing_separator=missing_separator)
         message.set_default_type(default_type)
+        maintype = message.get_content_maintype()
+        if maintype == "multipart" and self._split(message, body_start, end, depth):
+            return message
+        message.body = self.raw[body_start:end]
         if message.get_content_type() == "message/delivery-status":
-            blocks = _BLANK_LINES.split(self.raw[body_start:end])
+            blocks = _BLANK_LINES.split(message.body)
             message.set_payload([_HEADER_PARSER.parsebytes(block) for block in blocks if block.strip()])
-        elif message.get_content_maintype() == "message":
+        elif maintype == "message":
             message.set_payload([self.entity(body_start, end, depth=depth + 1)])
-        elif message.get_content_maintype() != "multipart" or not self._split(
-            message, body_start, end, depth
-        ):
-            message.set_payload(_text(self.raw[body_start:end]))
+        else:  # a leaf, or a multipart without a usable boundary: the body stays text, as in the stdlib
+            message.set_payload(_text(message.body))
         return message
 
     def _split(self, message: Message, start: int, end: int, depth: int) -> bool:
@@ -105,8 +118,9 @@ class _Splitter:
         return True
 
 
-def _parse_headers(header_section: bytes, *, missing_separator: bool) -> Message:
+def _parse_headers(header_section: bytes, *, missing_separator: bool) -> MimePart:
     message = _HEADER_PARSER.parsebytes(header_section)
+    assert isinstance(message, MimePart)  # the parser's message class
     if missing_separator:
         message.defects.append(MissingHeaderBodySeparatorDefect())
     return message
@@ -191,25 +205,20 @@ def disposition(part: Message) -> str | None:
 
 
 def part_bytes(part: Message) -> bytes:
-    """The content of a part with its transfer encoding undone.
+    """The content of a leaf or `message/*` part with its transfer encoding undone.
 
-    Base64 is decoded leniently here (the stdlib stops at the first misplaced padding); other encodings
-    use the stdlib. A `message/*` part is written back out as a message, since its content was parsed.
+    A nested message comes out exactly as it was received. Base64 is decoded leniently here (the stdlib
+    stops at the first misplaced padding).
     """
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return _serialise_messages([item for item in payload if isinstance(item, Message)])
-    if not isinstance(payload, str):
-        return b""
+    if not isinstance(part, MimePart):  # not built by this module: let the stdlib decode it
+        decoded = None if part.is_multipart() else part.get_payload(decode=True)
+        return decoded if isinstance(decoded, bytes) else b""
     encoding = (raw_header(part, "content-transfer-encoding") or "").strip().lower()
     if encoding == "base64":
-        return decode_base64_lenient(payload.encode("utf-8", "surrogateescape"))
-    decoded = part.get_payload(decode=True)
-    return decoded if isinstance(decoded, bytes) else b""
-
-
-def _serialise_messages(messages: list[Message]) -> bytes:
-    out = io.BytesIO()
-    for message in messages:
-        BytesGenerator(out, mangle_from_=False, policy=_CANONICAL).flatten(message)
-    return out.getvalue()
+        return decode_base64_lenient(part.body)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(part.body)
+    if encoding in _UUENCODE and not part.is_multipart():
+        decoded = part.get_payload(decode=True)
+        return decoded if isinstance(decoded, bytes) else part.body
+    return part.body
