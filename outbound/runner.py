@@ -291,6 +291,7 @@ class OutboundRunner:
             connect_timeout=self._settings.connect_timeout,
             command_timeout=self._settings.command_timeout,
             require_tls=destination.require_tls,
+            domain=destination.domain,
         )
         session = await deliver(targets, envelopes, settings, before_message=destination.rate.acquire)
         if session.failed_temporarily:

@@ -37,7 +37,7 @@ NEEDS_SMTPUTF8 = 553
 
 @dataclass(frozen=True)
 class Envelope:
-    queue_id: str
+    key: str  # the caller's handle for this transaction's results (the runner uses "<queue id>/<n>")
     mail_from: str  # the return path of this transaction; "" is the null sender
     rcpt_to: tuple[str, ...]
     raw: bytes
@@ -66,7 +66,7 @@ class RecipientResult:
 
 @dataclass
 class SessionResult:
-    results: dict[str, list[RecipientResult]] = field(default_factory=dict)  # by queue id
+    results: dict[str, list[RecipientResult]] = field(default_factory=dict)  # by envelope key
     relay: MxTarget | None = None  # the host that took the last transaction
     tls: bool = False
 
@@ -90,6 +90,7 @@ class SessionSettings:
     connect_timeout: float
     command_timeout: float
     require_tls: bool = False
+    domain: str = ""  # the destination, for logs
 
 
 class _HostUnusable(Exception):
@@ -114,7 +115,10 @@ async def deliver(
             client, tls = await _open(target, settings)
         except _HostUnusable as exc:
             last_error = f"{target.hostname}[{target.address}]: {exc}"
-            log.info("MX host unusable", extra={"mx": target.hostname, "error": last_error})
+            log.info(
+                "MX host unusable",
+                extra=_log_extra(settings, envelopes, mx=target.hostname, error=last_error),
+            )
             continue
         session.relay, session.tls = target, tls
         try:
@@ -123,16 +127,16 @@ async def deliver(
                 if before_message is not None:
                     await before_message()
                 try:
-                    session.results[envelope.queue_id] = await _send_envelope(client, envelope)
+                    session.results[envelope.key] = await _send_envelope(client, envelope)
                 finally:
                     pending.pop(0)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             last_error = f"lost connection with {target.hostname}[{target.address}]: {exc}"
-            session.results[envelope.queue_id] = _local_failures(envelope, CANNOT_CONNECT, last_error)
+            session.results[envelope.key] = _local_failures(envelope, CANNOT_CONNECT, last_error)
         finally:
             await _close(client, settings)
     for envelope in pending:
-        session.results[envelope.queue_id] = _local_failures(envelope, CANNOT_CONNECT, f"4.4.1 {last_error}")
+        session.results[envelope.key] = _local_failures(envelope, CANNOT_CONNECT, f"4.4.1 {last_error}")
     return session
 
 
@@ -152,7 +156,10 @@ async def _open(target: MxTarget, settings: SessionSettings) -> tuple[aiosmtplib
         client.close()
         if settings.require_tls:
             raise _HostUnusable(f"TLS is required, but STARTTLS failed: {exc}") from None
-    log.warning("STARTTLS failed, retrying in plain text", extra={"mx": target.hostname})
+        log.warning(
+            "STARTTLS failed, retrying in plain text",
+            extra={"domain": settings.domain, "mx": target.hostname, "error": str(exc)},
+        )
     return await _connect(target, settings), False
 
 
@@ -236,6 +243,11 @@ async def _close(client: aiosmtplib.SMTP, settings: SessionSettings) -> None:
         await client.quit(timeout=min(settings.command_timeout, 10.0))
     except (aiosmtplib.SMTPException, OSError):
         client.close()
+
+
+def _log_extra(settings: SessionSettings, envelopes: Sequence[Envelope], **fields: str) -> dict[str, object]:
+    queue_ids = sorted({envelope.key.partition("/")[0] for envelope in envelopes})
+    return {"domain": settings.domain, "queue_ids": queue_ids, **fields}
 
 
 def _local_failures(envelope: Envelope, code: int, message: str) -> list[RecipientResult]:

@@ -32,10 +32,11 @@ from tests.servers.dns import DnsServer
 
 MX_MULTI_1, MX_MULTI_2, MX_A_ONLY = "127.0.0.21", "127.0.0.22", "127.0.0.23"
 MX_GREYLIST, MX_REJECT = "127.0.0.24", "127.0.0.25"
-MX_BURST, MX_WIDE, MX_DOWN = "127.0.0.26", "127.0.0.27", "127.0.0.29"
+MX_BURST, MX_WIDE, MX_BAD_TLS, MX_DOWN = "127.0.0.26", "127.0.0.27", "127.0.0.28", "127.0.0.29"
 MX_SENDERS, MX_CRASH = "127.0.0.30", "127.0.0.31"
 NO_STARTTLS = {MX_MULTI_2}  # for require_tls: this MX never offers STARTTLS
 MODES = {MX_GREYLIST: "greylist", MX_REJECT: "reject"}
+BROKEN_TLS = {MX_BAD_TLS}  # offers STARTTLS but demands a client certificate: the handshake fails
 LISTENING = (
     MX_MULTI_1,
     MX_MULTI_2,
@@ -44,6 +45,7 @@ LISTENING = (
     MX_REJECT,
     MX_BURST,
     MX_WIDE,
+    MX_BAD_TLS,
     MX_SENDERS,
     MX_CRASH,
 )
@@ -153,7 +155,7 @@ class RecordingHandler:
         return "250 2.0.0 Ok: queued"
 
 
-class MeteredSMTP(SMTP):  # type: ignore[misc]
+class MeteredSMTP(SMTP):
     def __init__(self, handler: Any, *, meters: tuple[ConnectionMeter, ...], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._meters = meters
@@ -184,7 +186,7 @@ class MeteredSMTP(SMTP):  # type: ignore[misc]
                 meter.closed()
 
 
-class MeteredController(Controller):  # type: ignore[misc]
+class MeteredController(Controller):
     def __init__(self, handler: RecordingHandler, meters: tuple[ConnectionMeter, ...], **kwargs: Any) -> None:
         self._meters = meters
         super().__init__(handler, **kwargs)
@@ -215,6 +217,9 @@ def mx_farm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxFarm
     files = write_self_signed(tmp_path_factory.mktemp("mx-tls"))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(files.cert, files.key)
+    broken_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(files.cert))
+    broken_tls.load_cert_chain(files.cert, files.key)
+    broken_tls.verify_mode = ssl.CERT_REQUIRED
     port = shared_port(LISTENING)
     farm = MxFarm(port, {mx: ConnectionMeter() for mx in LISTENING})
     controllers = []
@@ -225,7 +230,7 @@ def mx_farm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MxFarm
             hostname=mx,
             port=port,
             server_hostname=f"mx-{mx}.dest.test",
-            tls_context=None if mx in NO_STARTTLS else tls,
+            tls_context=None if mx in NO_STARTTLS else broken_tls if mx in BROKEN_TLS else tls,
             ready_timeout=10.0,
         )
         controller.start()

@@ -33,6 +33,12 @@ def parse(raw: bytes) -> Message:
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
+def parts(message: Message) -> list[Message]:
+    payload = message.get_payload()
+    assert isinstance(payload, list)
+    return [part for part in payload if isinstance(part, Message)]
+
+
 def dsn_for(*failures: FailedRecipient, to: str = "helpdesk@senders.dest.test") -> bytes:
     return build_dsn(
         reporting_mta="relay.postroom.test",
@@ -53,11 +59,11 @@ def test_dsn_is_a_multipart_report_that_flufl_bounce_understands() -> None:
     assert message.get_param("report-type") == "delivery-status"
     assert message["Auto-Submitted"] == "auto-replied"
     assert message["To"] == "<helpdesk@senders.dest.test>"
-    human, status, headers = message.get_payload()
+    human, status, headers = parts(message)
     assert human.get_content_type() == "text/plain"
     assert "gone@reject.dest.test" in human.get_payload()
     assert status.get_content_type() == "message/delivery-status"
-    per_message, first, second = status.get_payload()
+    per_message, first, second = parts(status)
     assert per_message["Reporting-MTA"] == "dns; relay.postroom.test"
     assert first["Final-Recipient"] == "rfc822; gone@reject.dest.test"
     assert (first["Action"], first["Status"]) == ("failed", "5.1.1")
@@ -99,7 +105,7 @@ async def test_queue_dsn_goes_to_the_sender_with_the_null_sender(tmp_path: Path)
 
 async def test_no_dsn_for_a_message_from_the_null_sender(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "out").create()
-    meta = {"id": "0018F2A6B3C4D5E6A", "mail_from": ""}
+    meta: dict[str, object] = {"id": "0018F2A6B3C4D5E6A", "mail_from": ""}
     dsn_id = await queue_dsn(
         spool, original_meta=meta, original_raw=ORIGINAL, failures=[GONE], reporting_mta="relay.test", now=1.0
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from outbound.mx import MxTarget
 from outbound.sender import CANNOT_CONNECT, Envelope, SessionSettings, deliver
-from tests.outbound.delivery_fixtures import MX_DOWN, MX_MULTI_1, MX_MULTI_2, MxFarm, message
+from tests.outbound.delivery_fixtures import MX_BAD_TLS, MX_DOWN, MX_MULTI_1, MX_MULTI_2, MxFarm, message
 
 pytest_plugins = ["tests.outbound.delivery_fixtures"]
 
@@ -120,3 +120,23 @@ async def test_before_message_runs_once_per_transaction(mx_farm: MxFarm) -> None
     ]
     await deliver([target(MX_MULTI_1, mx_farm)], envelopes, SETTINGS, before_message=pace)
     assert calls == [0, 1, 2, 3]  # each call happens before that transaction's message arrives
+
+
+async def test_failed_tls_handshake_falls_back_to_plain_text_unless_tls_is_required(mx_farm: MxFarm) -> None:
+    envelope = Envelope("q1", "h@senders.dest.test", ("a@multi.dest.test",), message(1))
+    session = await deliver([target(MX_BAD_TLS, mx_farm)], [envelope], SETTINGS)
+    assert session.delivered_any and not session.tls
+    assert [r.tls for r in mx_farm.at(MX_BAD_TLS)] == [False]
+    assert mx_farm.meters[MX_BAD_TLS].total == 2  # the failed handshake, then the plain-text session
+    required = SessionSettings("relay.postroom.test", 2.0, 5.0, require_tls=True)
+    refused = await deliver([target(MX_BAD_TLS, mx_farm)], [envelope], required)
+    assert refused.failed_temporarily and "STARTTLS failed" in refused.results["q1"][0].message
+    assert len(mx_farm.at(MX_BAD_TLS)) == 1
+
+
+async def test_eight_bit_message_is_sent_as_8bitmime_unchanged(mx_farm: MxFarm) -> None:
+    raw = "Subject: Grüße\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSchöne Grüße.\r\n".encode()
+    envelope = Envelope("q1", "h@senders.dest.test", ("a@multi.dest.test",), raw)
+    session = await deliver([target(MX_MULTI_1, mx_farm)], [envelope], SETTINGS)
+    assert session.delivered_any
+    assert mx_farm.at(MX_MULTI_1)[0].data == raw
