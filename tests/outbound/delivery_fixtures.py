@@ -62,6 +62,25 @@ class Received:
     connection: int
 
 
+class VirtualTime:
+    """A clock that only moves when someone sleeps on it, so rate tests take no real time."""
+
+    def __init__(self, on_sleep: Callable[[], None] | None = None) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []  # when each sleep began
+        self._on_sleep = on_sleep
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(self.now)
+        if self._on_sleep is not None:
+            self._on_sleep()
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+
 class ConnectionMeter:
     """Open connections now and the most seen at once (thread-safe: each server runs its own thread)."""
 

@@ -18,6 +18,7 @@ from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool
 from outbound.bounces import BounceProcessor
 from outbound.dsn import FailedRecipient, build_dsn
 from outbound.runner import OutboundRunner
+from outbound.scheduler import DeliveryScheduler
 from outbound.suppression import MemorySuppressionList, open_suppression
 from outbound.verp import parse_return_path
 from tests.outbound.delivery_fixtures import (
@@ -26,9 +27,11 @@ from tests.outbound.delivery_fixtures import (
     MX_MULTI_1,
     MX_REJECT,
     MX_SENDERS,
+    MX_WIDE,
     SENDER,
     MxFarm,
     Received,
+    VirtualTime,
     delivery_config,
     outbound_entry,
     outbound_spool,
@@ -216,6 +219,33 @@ async def test_destination_answering_4xx_is_slowed(relay: RelayFactory, mx_farm:
     r.queue(["soft1@wide.dest.test", "soft2@wide.dest.test"])
     await wait_for(lambda: r.spool.ids(DEFERRED) != [])
     assert destination.concurrency == 10
+
+
+async def test_rate_limit_is_honoured_on_an_injected_clock(
+    tmp_path: Path, dns_server: DnsServer, mx_farm: MxFarm
+) -> None:
+    cfg = delivery_config(
+        tmp_path, dns_server, mx_farm.port, destinations={"wide.dest.test": {"rate_per_minute": 5}}
+    )
+    received_at_each_wait: list[int] = []
+    clock = VirtualTime(on_sleep=lambda: received_at_each_wait.append(len(mx_farm.at(MX_WIDE))))
+    spool = outbound_spool(cfg)
+    runner = OutboundRunner(
+        cfg,
+        spool=spool,
+        suppression=open_suppression(cfg, None),
+        resolver=make_resolver(cfg.dns),
+        scheduler=DeliveryScheduler(cfg.outbound, clock=clock, sleep=clock.sleep),
+    )
+    spool.store([outbound_entry([f"user{i}@wide.dest.test"], seq=i) for i in range(12)])
+    await runner.start()
+    try:
+        await wait_for(lambda: len(mx_farm.at(MX_WIDE)) == 12)
+    finally:
+        await runner.stop(timeout=5.0)
+    # 5 messages in the first minute, 5 in the second, 2 in the third: two waits of exactly a minute.
+    assert clock.sleeps == [0.0, 60.0] and clock.now == 120.0
+    assert received_at_each_wait == [5, 10]
 
 
 async def test_verp_bounce_from_the_remote_side_updates_the_suppression_list(

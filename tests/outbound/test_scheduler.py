@@ -7,20 +7,7 @@ import random
 
 from outbound.config import DestinationConfig, OutboundConfig
 from outbound.scheduler import DeliveryScheduler, ElasticLimiter, RateLimiter
-
-
-class VirtualTime:
-    """A clock that only moves when someone sleeps on it, so rate tests take no real time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
+from tests.outbound.delivery_fixtures import VirtualTime
 
 
 async def test_elastic_limiter_never_exceeds_its_limit_under_a_burst() -> None:
