@@ -21,6 +21,7 @@ from filters.chain import FilterChain
 from filters.deps import FilterDeps
 from filters.registry import build_filters
 from filters.resolver import make_resolver
+from inbound.circuit import BackPressure
 from inbound.config import Config, load_config
 from inbound.configload import ConfigError
 from inbound.delivery import DeliveryRunner, RunnerLimits
@@ -127,13 +128,21 @@ class Postroom:
                 closers.append(closer)
         outbound = OutboundService(config, resolver=deps.resolver, redis=redis_client, metrics=metrics)
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
+        pressure = None
+        if config.backpressure.enabled:
+            # Per-tenant back-pressure: fed by the listener's 250s and the runner's outcomes, asked at RCPT.
+            pressure = BackPressure(config.backpressure, spool, redis=redis_client)
+            runner.on_outcome = pressure.outcome
+            await pressure.start()
+            closers.append(pressure.stop)
         handler = InboundHandler(
             config,
             spool=spool,
             router=router,
             chain=chain,
-            on_queued=runner.wake,
+            on_queued=runner.wake if pressure is None else pressure.counting(runner.wake),
             metrics=metrics,
+            tenant_gate=None if pressure is None else pressure.admits,
             spool_io=spool_io,
             bounces=outbound.bounces,
         )

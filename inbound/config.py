@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from filters.config import FiltersConfig
+from inbound.circuit import BackpressureConfig
 from inbound.configload import ConfigError, load_dataclass
 from outbound.config import DkimConfig, OutboundConfig, SubmissionConfig
 
@@ -188,6 +189,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    backpressure: BackpressureConfig = field(default_factory=BackpressureConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
