@@ -7,9 +7,12 @@ traffic, and a preview must not use up anyone's allowance.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from typing import Any
 
 from filters.base import Connection, Stage, Transaction
@@ -21,15 +24,26 @@ from inbound.config import Config
 from inbound.delivery import make_ticket_body
 
 SESSION_FILTERS = frozenset({"throttle"})
+_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
 @dataclass(frozen=True)
 class Envelope:
     tenant: str
     mailbox: str
-    mail_from: str
+    mail_from: str | None  # None: take it from the message (Return-Path, else From)
     client_ip: str
     helo: str
+
+
+def sender_of(raw: bytes) -> str:
+    """The envelope sender a file most likely had: its Return-Path, else its From address ("" if neither)."""
+    headers = _HEADER_PARSER.parsebytes(raw[:65536])
+    for name in ("Return-Path", "From"):
+        address = parseaddr(str(headers.get(name, "") or ""))[1]
+        if address or (name == "Return-Path" and headers.get(name, "").strip() == "<>"):
+            return address
+    return ""
 
 
 async def check_message(
@@ -39,8 +53,9 @@ async def check_message(
     deps = FilterDeps(resolver=make_resolver(config.dns), hostname=config.smtp.hostname)
     filters = [f for f in build_filters(config.filters, deps) if f.name not in SESSION_FILTERS]
     chain = FilterChain(filters)
+    mail_from = sender_of(raw) if envelope.mail_from is None else envelope.mail_from
     conn = Connection(session_id=f"check-{index}", peer_ip=envelope.client_ip, helo=envelope.helo, esmtp=True)
-    txn = Transaction(queue_id=f"check-{index}", mail_from=envelope.mail_from, message=raw)
+    txn = Transaction(queue_id=f"check-{index}", mail_from=mail_from, message=raw)
     rcpt = f"{envelope.mailbox}@{envelope.tenant}.{config.routing.domains[0]}"
     txn.rcpt_to.append(rcpt)
     decision = None
@@ -62,7 +77,7 @@ async def check_message(
         "tenant": envelope.tenant,
         "mailbox": envelope.mailbox,
         "mailbox_hash": None,
-        "mail_from": envelope.mail_from,
+        "mail_from": mail_from,
         "rcpt_to": [rcpt],
         "client_ip": envelope.client_ip,
         "helo": envelope.helo,

@@ -79,7 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE", help=".eml files, or - for standard input")
     check.add_argument("--tenant", default="check")
     check.add_argument("--mailbox", default="support")
-    check.add_argument("--mail-from", default="", help="envelope sender")
+    check.add_argument(
+        "--mail-from",
+        default=None,
+        help="envelope sender ('' = null sender; default: Return-Path, else From)",
+    )
     check.add_argument("--client-ip", default="127.0.0.1", help="client address for DNSBL and SPF")
     check.add_argument("--helo", default="localhost.localdomain", help="HELO name for the HELO checks")
     check.set_defaults(handler=cmd_check)

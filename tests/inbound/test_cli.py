@@ -125,3 +125,17 @@ def test_dead_letter_errors_are_one_line(config_path: Path, capsys: pytest.Captu
     assert "either IDs or --all" in capsys.readouterr().err
     assert main(["dead-letter", "list", "--since", "yesterday", "-c", str(config_path)]) == 1
     assert "--since" in capsys.readouterr().err
+
+
+def test_check_takes_the_sender_from_the_file_unless_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain, bounced = tmp_path / "plain.eml", tmp_path / "bounced.eml"
+    plain.write_bytes(message("plain"))
+    bounced.write_bytes(b"Return-Path: <>\r\n" + message("bounced"))
+    assert main(["check", str(plain), str(bounced)]) == 0
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["envelope"]["mail_from"] == "ada@example.org" and first["auto_submitted"] is False
+    assert second["envelope"]["mail_from"] == "" and second["auto_submitted"] is True
+    assert main(["check", str(plain), "--mail-from", ""]) == 0
+    assert json.loads(capsys.readouterr().out)["envelope"]["mail_from"] == ""
