@@ -27,7 +27,7 @@ import dns.asyncresolver
 
 from inbound.config import Config
 from inbound.retry import RetrySchedule
-from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool, SpoolError, new_queue_id
+from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool, SpoolError, new_queue_id
 from outbound.mx import MxLookupError, resolve_targets
 from outbound.scheduler import DeliveryScheduler, Destination
 from outbound.sender import Envelope, RecipientResult, SessionSettings, deliver
@@ -172,8 +172,10 @@ class OutboundRunner:
                     continue
                 try:
                     domain = str(self.spool.read_meta(state, queue_id).get("domain", ""))
-                except (OSError, SpoolError, ValueError):
+                except OSError:
                     continue  # moved meanwhile; the next scan sees where it went
+                except (SpoolError, ValueError):
+                    domain = ""  # unreadable: the claim moves it to corrupt/
                 due = None if state == INCOMING else (self.spool.load_state(queue_id).next_attempt_at or 0.0)
                 found.append((queue_id, domain.lower(), due))
         return found
@@ -208,7 +210,13 @@ class OutboundRunner:
                         break
                     count = min(len(queue), self._cfg.max_messages_per_connection)
                     batch = [queue.popleft() for _ in range(count)]
-                    await self._attempt(destination, batch)
+                    try:
+                        await self._attempt(destination, batch)
+                    except (OSError, SpoolError):
+                        # The spool is failing (disk full, I/O error): whatever was claimed stays in
+                        # active/ for start-up recovery; the rest is found again by the next scan.
+                        log.exception("outbound spool error", extra={"domain": domain, "queue_ids": batch})
+                        self._known.difference_update(batch)
         finally:
             self._workers[domain] -= 1
             self._wakeup.set()
@@ -251,11 +259,27 @@ class OutboundRunner:
         for queue_id in batch:
             for source in (INCOMING, DEFERRED):
                 if self.spool.move(queue_id, source, ACTIVE):
-                    message = self.spool.read(ACTIVE, queue_id)
-                    state = self.spool.load_state(queue_id)
-                    claimed.append(ClaimedEntry(queue_id, message.meta, message.raw, state, self._clock()))
+                    entry = self._read_claimed(queue_id)
+                    if entry is not None:
+                        claimed.append(entry)
                     break
         return claimed
+
+    def _read_claimed(self, queue_id: str) -> ClaimedEntry | None:
+        try:
+            message = self.spool.read(ACTIVE, queue_id)
+            if not isinstance(message.meta.get("rcpt_to"), list):
+                raise SpoolError("no recipient list in the envelope")
+        except (SpoolError, ValueError) as exc:
+            # Unreadable: retrying cannot help, and a human should see it.
+            log.error(
+                "unreadable outbound entry moved to corrupt/", extra={"queue_id": queue_id, "error": str(exc)}
+            )
+            self.spool.move(queue_id, ACTIVE, CORRUPT)
+            return None
+        return ClaimedEntry(
+            queue_id, message.meta, message.raw, self.spool.load_state(queue_id), self._clock()
+        )
 
     async def _deliver(
         self, destination: Destination, entries: list[ClaimedEntry]

@@ -14,7 +14,7 @@ from flufl.bounce import all_failures
 
 from filters.resolver import make_resolver
 from inbound.config import Config
-from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool
+from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool
 from outbound.bounces import BounceProcessor
 from outbound.dsn import FailedRecipient, build_dsn
 from outbound.runner import OutboundRunner
@@ -270,3 +270,18 @@ async def test_verp_bounce_from_the_remote_side_updates_the_suppression_list(
     result = await bounces.process(received.mail_from, remote_dsn.raw)
     assert result.action == "suppressed" and result.token is not None and result.token.queue_id == queue_id
     assert await r.suppression.lookup("later-gone@multi.dest.test") is not None
+
+
+async def test_unreadable_entries_go_to_corrupt_and_the_rest_is_delivered(
+    relay: RelayFactory, mx_farm: MxFarm
+) -> None:
+    r = await relay()
+    (r.spool.root / INCOMING / "0018F2A6B3C4D5E6AAA.msg").write_bytes(b"not a spool file")
+    no_recipients = r.spool.store(
+        [({"kind": "outbound", "domain": "multi.dest.test"}, b"Subject: x\r\n\r\n")]
+    )
+    good = r.queue(["fine@multi.dest.test"])
+    await r.drained()
+    assert sorted(r.spool.ids(CORRUPT)) == sorted(["0018F2A6B3C4D5E6AAA", *no_recipients])
+    assert r.spool.locate(good) is None
+    assert [item.rcpt_tos for item in mx_farm.at(MX_MULTI_1)] == [("fine@multi.dest.test",)]
