@@ -72,10 +72,9 @@ def build_dsn(
         "",
     ]
     parts = [
-        _part("text/plain; charset=utf-8", "8bit", _human_text(reporting_mta, failures)),
+        _part("text/plain; charset=utf-8", _human_text(reporting_mta, failures)),
         _part(
             "message/delivery-status",
-            "7bit",
             _status_fields(reporting_mta, original_queue_id, arrival, failures, now),
         ),
         _headers_part(original_raw),
@@ -132,12 +131,19 @@ def _headers_part(original_raw: bytes) -> bytes:
     end = re.search(rb"\r?\n\r?\n", original_raw)
     header = original_raw[: end.start()] if end else original_raw
     header = re.sub(rb"\r?\n", b"\r\n", header)
-    return b"Content-Type: text/rfc822-headers\r\n\r\n" + header + b"\r\n\r\n"
+    encoding = b"7bit" if header.isascii() else b"8bit"
+    head = b"Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: " + encoding + b"\r\n\r\n"
+    return head + header + b"\r\n\r\n"
 
 
-def _part(content_type: str, encoding: str, lines: list[str]) -> bytes:
-    head = [f"Content-Type: {content_type}", f"Content-Transfer-Encoding: {encoding}", ""]
-    return _lines(head) + _lines(lines) + b"\r\n"
+def _part(content_type: str, lines: list[str]) -> bytes:
+    body = _lines(lines)
+    encoding = "7bit" if body.isascii() else "8bit"  # 8bit only for non-ASCII addresses or replies
+    return (
+        _lines([f"Content-Type: {content_type}", f"Content-Transfer-Encoding: {encoding}", ""])
+        + body
+        + b"\r\n"
+    )
 
 
 def _lines(lines: list[str]) -> bytes:

@@ -118,8 +118,11 @@ class OutboundRunner:
             if pending:
                 await asyncio.wait(pending, timeout=5.0)
 
-    def wake(self) -> None:
-        """Something was queued: look at incoming/ now rather than at the next rescan."""
+    def wake(self, queue_ids: Sequence[str] = ()) -> None:
+        """Something was queued: look at incoming/ now rather than at the next rescan.
+
+        Fits the submission server's `on_queued` hook; the ids are not needed, the scan finds the entries.
+        """
         self._wakeup.set()
 
     @property

@@ -3,6 +3,8 @@
 - A global cap on simultaneous connections (`[outbound] concurrency`).
 - Per destination domain, a cap on simultaneous connections (`destination_concurrency`, or the domain's
   override) and a cap on messages started per minute (`destination_rate_per_minute`; 0 = none).
+  The rate counts SMTP transactions (with VERP, one per recipient); a session waits for its turn before
+  each MAIL FROM, keeping its connection.
 - A destination that keeps failing (connection refused, 4xx for everything) gets its concurrency halved
   down to 1, like Postfix's failed-cohort feedback; each successful session doubles it back towards the
   configured limit, and `recovery_interval` seconds without a failure restore it outright.

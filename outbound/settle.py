@@ -183,7 +183,7 @@ def _failure(result: RecipientResult, relay: str, *, status: str = "", prefix: s
         rcpt=result.rcpt,
         status=status or enhanced_status(result.code, result.message),
         diagnostic=prefix + result.diagnostic,
-        remote_mta=relay if result.remote else "",
+        remote_mta=relay.partition("[")[0] if result.remote else "",  # the name, as RFC 3464 has it
         remote=result.remote and not prefix,
     )
 
