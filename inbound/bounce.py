@@ -101,19 +101,19 @@ def _looks_like_plain_bounce(sender: str | None, subject: str | None, mail_from:
 
 
 def _failed_addresses_in_text(text: str) -> list[str]:
+    """Addresses on "<address>:" lines, and those listed after a sentence announcing failed recipients.
+
+    A list runs until the first unindented line that is not an address (indented lines are details).
+    """
     found: list[str] = []
     collecting = False
     for line in text.split("\n", _MAX_SCANNED_LINES)[:_MAX_SCANNED_LINES]:
-        angled = _ANGLED_ADDRESS_LINE.match(line)
-        if angled:
-            found.append(angled.group(1))
+        match = _ANGLED_ADDRESS_LINE.match(line) or (_ADDRESS_LINE.match(line) if collecting else None)
+        if match:
+            found.append(match.group(1))
             continue
-        if not line.strip():
-            collecting = collecting and not found
-            continue
-        listed = _ADDRESS_LINE.match(line) if collecting else None
-        if listed:
-            found.append(listed.group(1))
-        elif _FAILED_INTRODUCTION.search(line):
+        if collecting and line.strip() and not line[0].isspace():
+            collecting = False
+        if _FAILED_INTRODUCTION.search(line):
             collecting = True
     return list(dict.fromkeys(address.rstrip(".") for address in found))

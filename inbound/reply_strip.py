@@ -17,11 +17,14 @@ from __future__ import annotations
 import re
 
 _ATTRIBUTION_START = re.compile(r"^(?:On|Am|Le|El|Op|Il|Em|Den|W dniu)\b", re.IGNORECASE)
-_ATTRIBUTION = re.compile(
-    r"^(?:On|Am|Le|El|Op|Il|Em|Den|W dniu)\b.{0,400}"
-    r"(?:wrote|schrieb|a écrit|escribió|schreef|ha scritto|escreveu|skrev|napisał)\s*:$",
-    re.IGNORECASE | re.DOTALL,
+# The end of an attribution: "... Alice <a@example.com> wrote:", or with the name after the verb, as in
+# "Am 02.11.2026 schrieb Alice <a@example.com>:". Searched only in short candidates ending with ":".
+_ATTRIBUTION_END = re.compile(
+    r"(?:(?:wrote|a écrit|escribió|ha scritto|escreveu|napisał\S*)\s*:"
+    r"|(?:schrieb|schreef|skrev)\b.{0,200}:)$",
+    re.IGNORECASE,
 )
+_MAX_ATTRIBUTION_CHARS = 600
 _ORIGINAL_MESSAGE = re.compile(
     r"^-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original"
     r"|Messaggio originale|Oorspronkelijk bericht)\s*-{2,}$",
@@ -37,12 +40,17 @@ _OUTLOOK_TO = re.compile(
 _SEPARATOR_LINE = re.compile(r"^(?:_{10,}|-{10,})$")
 _MOBILE_SIGNATURE = re.compile(r"^(?:Sent from my \S.*|Get Outlook for (?:iOS|Android).*)$", re.IGNORECASE)
 _ATTRIBUTION_LINES = 3
+MAX_SCANNED_CHARS = 256 * 1024
 _OUTLOOK_HEADER_LINES = 6
 
 
 def strip_reply(text: str) -> str:
-    """`text` (LF line endings) without quoted history and signature; "" when nothing new remains."""
-    lines = text.split("\n")
+    """`text` (LF line endings) without quoted history and signature; "" when nothing new remains.
+
+    Only the first `MAX_SCANNED_CHARS` are read: new text comes first, and the scan must stay cheap on a
+    hostile body of millions of short lines.
+    """
+    lines = text[:MAX_SCANNED_CHARS].split("\n")
     kept: list[str] = []
     index = 0
     while index < len(lines):
@@ -66,10 +74,14 @@ def _attribution_end(lines: list[str], index: int) -> int | None:
     """Index after an attribution starting at `index`, or None when there is none."""
     if not _ATTRIBUTION_START.match(lines[index].lstrip()):
         return None
-    for length in range(1, _ATTRIBUTION_LINES + 1):
-        candidate = " ".join(part.strip() for part in lines[index : index + length])
-        if _ATTRIBUTION.match(candidate):
-            return index + length
+    for end in range(index + 1, min(index + _ATTRIBUTION_LINES, len(lines)) + 1):
+        if not lines[end - 1].rstrip().endswith(":"):
+            continue
+        candidate = " ".join(part.strip() for part in lines[index:end])
+        if len(candidate) > _MAX_ATTRIBUTION_CHARS:
+            return None
+        if _ATTRIBUTION_END.search(candidate):
+            return end
     return None
 
 

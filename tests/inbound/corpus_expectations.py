@@ -19,7 +19,9 @@ OUT_OF_OFFICE = "I am out of the office until Monday and will reply when I am ba
 NOT_AUTOMATIC = {"auto_submitted": False, "auto_submitted_reason": None}
 NO_BOUNCE = {"is_bounce": False, "recipients": []}
 # The well-known 43-byte transparent 1x1 GIF used by the related-parts fixture.
-GIF_1X1 = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+GIF_1X1 = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
 
 # Fixtures whose envelope sender is the null sender (bounces arrive with MAIL FROM:<>).
 NULL_SENDER = frozenset(
@@ -50,7 +52,9 @@ ENCODINGS: dict[str, dict[str, Any]] = {
         "message_id": "20261102091500.1234@mail.example.com",
         "in_reply_to": None,
         "references": [],
-        "text": "Hello,\n\nthe printer on floor 3 is jammed again. Could someone have a look?\n\nThanks,\nAlice\n",
+        "text": (
+            "Hello,\n\nthe printer on floor 3 is jammed again. Could someone have a look?\n\nThanks,\nAlice\n"
+        ),
         "html": None,
         "stripped_text_reply": (
             "Hello,\n\nthe printer on floor 3 is jammed again. Could someone have a look?\n\nThanks,\nAlice"
@@ -187,14 +191,26 @@ STRUCTURE: dict[str, dict[str, Any]] = {
         "text": "You are invited to the Quarterly review on 20 November.",
         "html_contains": ["<b>Quarterly review</b>"],
         "attachments": [
-            {"filename": "attachment-1.ics", "content_type": "text/calendar", "content_prefix": b"BEGIN:VCALENDAR"},
-            {"filename": "invite.ics", "content_type": "application/ics", "content_prefix": b"BEGIN:VCALENDAR"},
+            {
+                "filename": "attachment-1.ics",
+                "content_type": "text/calendar",
+                "content_prefix": b"BEGIN:VCALENDAR",
+            },
+            {
+                "filename": "invite.ics",
+                "content_type": "application/ics",
+                "content_prefix": b"BEGIN:VCALENDAR",
+            },
         ],
     },
     "winmail-dat": {
         "text": "Please find the contract draft attached.",
         "attachments": [
-            {"filename": "winmail.dat", "content_type": "application/ms-tnef", "content_prefix": b"\x78\x9f\x3e\x22"}
+            {
+                "filename": "winmail.dat",
+                "content_type": "application/ms-tnef",
+                "content_prefix": b"\x78\x9f\x3e\x22",
+            }
         ],
     },
     "multipart-signed": {
@@ -204,7 +220,12 @@ STRUCTURE: dict[str, dict[str, Any]] = {
     "apple-mail-mixed-inline": {
         "text": "Here is the photo:\nThe box arrived like this.",
         "attachments": [
-            {"filename": "damage.png", "disposition": "inline", "content_id": None, "content_prefix": b"\x89PNG"}
+            {
+                "filename": "damage.png",
+                "disposition": "inline",
+                "content_id": None,
+                "content_prefix": b"\x89PNG",
+            }
         ],
     },
     "group-addresses": {
@@ -313,17 +334,32 @@ BOUNCES: dict[str, dict[str, Any]] = {
 }
 
 DEGENERATE: dict[str, dict[str, Any]] = {
-    "huge-header-50k": {"subject": "Huge header", "text": "Body after a 50 KB header.\n", "parse_error": None},
+    "huge-header-50k": {
+        "subject": "Huge header",
+        "text": "Body after a 50 KB header.\n",
+        "parse_error": None,
+    },
     "received-500": {"subject": "Long trip", "text": "This message went through 500 relays.\n"},
     "missing-from": {"from": None, "subject": "No sender", "text": "Who am I?\n"},
     "missing-date": {"date": None, "subject": "No date", "from": ALICE},
     "missing-message-id": {"message_id": None, "subject": "No id"},
     "missing-subject": {"subject": None, "text": "No subject line here.\n"},
-    "no-body": {"subject": "Empty body", "text": None, "html": None, "stripped_text_reply": None, "attachments": []},
+    "no-body": {
+        "subject": "Empty body",
+        "text": None,
+        "html": None,
+        "stripped_text_reply": None,
+        "attachments": [],
+    },
     "headers-only": {"subject": "Only headers", "text": None, "parse_error": None},
     "bare-lf": {"subject": "Bare LF line endings", "text": "Line one\nLine two\n"},
     "mixed-line-endings": {"text": "CRLF line\nLF line\nCR line\nlast line\n"},
-    "empty": {"headers": [], "subject": None, "text": None, "parse_error": "empty input: no header section and no body"},
+    "empty": {
+        "headers": [],
+        "subject": None,
+        "text": None,
+        "parse_error": "empty input: no header section and no body",
+    },
     "binary-garbage": {
         "headers": [],
         "text": None,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the venv
 import orjson
 import pytest
 
@@ -34,7 +34,11 @@ AUTH = {
     "dkim": [{"result": "pass", "domain": "example.net", "selector": "s1"}],
     "dmarc": {"result": "pass", "policy": "reject"},
 }
-SPAM = {"score": 1.2, "action": "no action", "symbols": ["R_SPF_ALLOW", {"name": "DKIM_SIGNED", "score": 0.0}]}
+SPAM = {
+    "score": 1.2,
+    "action": "no action",
+    "symbols": ["R_SPF_ALLOW", {"name": "DKIM_SIGNED", "score": 0.0}],
+}
 VIRUS = {"found": False, "name": None}
 
 
@@ -58,7 +62,12 @@ def test_context_is_copied_into_the_ticket() -> None:
     assert (ticket["tenant"], ticket["mailbox"], ticket["mailbox_hash"]) == ("acme", "support", None)
     assert ticket["envelope"] == ctx.envelope
     assert ticket["envelope"] is not ctx.envelope
-    assert (ticket["verdicts"], ticket["auth"], ticket["spam"], ticket["virus"]) == ([VERDICT], AUTH, SPAM, VIRUS)
+    assert (ticket["verdicts"], ticket["auth"], ticket["spam"], ticket["virus"]) == (
+        [VERDICT],
+        AUTH,
+        SPAM,
+        VIRUS,
+    )
 
 
 def test_ticket_json_is_the_ticket_as_compact_utf8_json() -> None:
