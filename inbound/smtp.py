@@ -42,6 +42,8 @@ class SessionState:
 class BounceSink(Protocol):
     """Where VERP bounces addressed to the bounce domain go instead of becoming tickets (outbound relay)."""
 
+    bounce_domain: str
+
     def is_bounce_address(self, rcpt: str) -> bool: ...
 
     async def process(self, rcpt: str, raw: bytes) -> Any: ...
@@ -210,7 +212,11 @@ class InboundHandler:
             return "503 5.5.1 need MAIL command"
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
             return policy.TOO_MANY_RECIPIENTS.render()
-        if self.bounces is not None and self.bounces.is_bounce_address(address):
+        if self.bounces is not None and address.rpartition("@")[2].lower() == self.bounces.bounce_domain:
+            # The bounce domain takes only return paths we made; a forged one must not become a ticket.
+            if not self.bounces.is_bounce_address(address):
+                await self._note_refusal(state.conn, Stage.RCPT, "routing", "routing", txn)
+                return policy.UNKNOWN_TENANT.render(f"<{address}>: unknown return path")
             state.bounce_rcpts.append(address)
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 recipient ok"

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.servers.clamd",
     "tests.servers.redis",
     "tests.outbound.submission_fixtures",
+    "tests.outbound.delivery_fixtures",
 ]

@@ -39,8 +39,6 @@ from tests.outbound.delivery_fixtures import (
 )
 from tests.servers.dns import DnsServer
 
-pytest_plugins = ["tests.outbound.delivery_fixtures"]
-
 BOUNCE_DOMAIN = "bounces.postroom.test"
 
 

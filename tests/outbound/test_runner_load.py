@@ -29,8 +29,6 @@ from tests.outbound.delivery_fixtures import (
 )
 from tests.servers.dns import DnsServer
 
-pytest_plugins = ["tests.outbound.delivery_fixtures"]
-
 REPO = Path(__file__).resolve().parents[2]
 SEQ = re.compile(rb"^X-Test-Seq: (\d+)\r?$", re.MULTILINE)
 

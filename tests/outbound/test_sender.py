@@ -6,8 +6,6 @@ from outbound.mx import MxTarget
 from outbound.sender import CANNOT_CONNECT, Envelope, SessionSettings, deliver
 from tests.outbound.delivery_fixtures import MX_BAD_TLS, MX_DOWN, MX_MULTI_1, MX_MULTI_2, MxFarm, message
 
-pytest_plugins = ["tests.outbound.delivery_fixtures"]
-
 SETTINGS = SessionSettings(helo_name="relay.postroom.test", connect_timeout=2.0, command_timeout=5.0)
 
 
