@@ -24,12 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import process, profiling, report
 from bench.loadgen import DEFAULT_SOURCES, install_uvloop
 from bench.messages import DEFAULT_MIX, MessageFactory, Mix
 from bench.postfix import Postfix
-from bench.postroom_config import PROFILES
-from bench.process import free_port
+from bench.postroom_config import FILTER_NAMES, PROFILES
 from bench.procstat import TreeMonitor
 from bench.scenarios import ReceiverProcess, Settings, measure_load, measure_spool
 from bench.services import HELO, SENDER_DOMAINS, profile_services
@@ -70,6 +69,7 @@ class Plan:
     postfix_messages: int
     postfix_rate_messages: int
     warmup: int
+    without: tuple[str, ...]
     stall: float
     max_minutes: float
 
@@ -94,11 +94,17 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--postfix-rate-messages", type=int, help="Postfix's latency run (full 600)")
     parser.add_argument("--warmup", type=int, help="unmeasured messages before each system's runs")
     parser.add_argument(
+        "--without",
+        default="",
+        help=f"Postroom filters to force off, e.g. throttle ({', '.join(FILTER_NAMES)})",
+    )
+    parser.add_argument(
         "--stall", type=float, default=30.0, help="stop waiting for tickets after this idle time"
     )
     parser.add_argument("--max-minutes", type=float, default=45.0, help="hard limit for the whole run")
     parser.add_argument("--quick", action="store_true", help="small counts: about a minute")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--py-spy", action="store_true", help="profile Postroom in an extra, unmeasured run")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (configs, logs, spools)")
     args = parser.parse_args(argv)
     pick = 1 if args.quick else 0
@@ -115,12 +121,16 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         if profile not in PROFILES:
             parser.error(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     Mix.parse(args.mix)
+    without = tuple(f.strip() for f in args.without.split(",") if f.strip())
+    for name in without:
+        if name not in FILTER_NAMES:
+            parser.error(f"unknown filter {name!r}; choose from {', '.join(FILTER_NAMES)}")
     if max(values.values()) >= SEQ_BLOCK:
         parser.error(f"message counts must be below {SEQ_BLOCK:,}")
     plan = Plan(
         systems, profiles, values["messages"], args.sessions, args.per_session, args.mix, args.rate,
         values["rate_messages"], values["spool_messages"], args.spool_profile, values["postfix_messages"],
-        values["postfix_rate_messages"], values["warmup"], args.stall, args.max_minutes,
+        values["postfix_rate_messages"], values["warmup"], without, args.stall, args.max_minutes,
     )  # fmt: skip
     return plan, args
 
@@ -137,6 +147,7 @@ class Bench:
         self.token = secrets.token_hex(2)
         self.runs = 0
         self.settings = Settings(plan.sessions, plan.per_session, stall=plan.stall)
+        self.py_spy: Path | None = None  # where py-spy's output goes, when profiling
 
     def factory(self) -> MessageFactory:
         self.runs += 1
@@ -185,6 +196,10 @@ class Bench:
                 rate=plan.rate,
             )  # fmt: skip
             log(f"{label}   accept {lat['accept_latency_ms']} delivery {lat.get('delivery_latency_ms')}")
+            await monitor.stop()  # the profiling phase below must not count towards peak RSS
+            samples = (
+                await self.profile(system, factory, label) if self.py_spy and name == "postroom" else None
+            )
         finally:
             await monitor.stop()
             await system.stop()
@@ -200,7 +215,25 @@ class Bench:
             "lost": thr["lost"] + lat["lost"],
             "throughput": thr,
             "fixed_rate": lat,
+            **({"py_spy": samples} if samples else {}),
         }
+
+    async def profile(self, system: System, factory: MessageFactory, label: str) -> dict[str, object]:
+        """A further, unmeasured closed-loop run with py-spy attached: where the server's CPU goes."""
+        assert self.py_spy is not None
+        out = self.py_spy / f"py-spy-{system.profile}.txt"
+        log(f"{label} profiling with py-spy: {self.plan.messages} messages -> {out}")
+        recorder = profiling.start(system.root_pid, out, system.dir / "py-spy.log")
+        try:
+            await measure_load(
+                system, self.receiver, factory, self.settings, messages=self.plan.messages,
+                first_seq=3 * SEQ_BLOCK, rate=None,
+            )  # fmt: skip
+        finally:
+            await profiling.stop(recorder)
+        if not out.exists():
+            raise RuntimeError(f"py-spy wrote nothing: {process.tail(system.dir / 'py-spy.log')}")
+        return {"file": out.name, **profiling.summarize(out, top=60)}
 
     async def spool(self, profile: str) -> dict[str, Any]:
         system = Postroom(self.ctx, f"{profile}-spool")
@@ -238,12 +271,15 @@ async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str,
     )
     profiles = plan.profiles if "postroom" in plan.systems else []
     secret = secrets.token_hex(16)
-    receiver = ReceiverProcess(secret, free_port())
+    receiver = ReceiverProcess(secret, process.free_port())
     try:
         with profile_services(profiles, workdir) as services:
             await receiver.start()
-            ctx = Context(workdir, receiver.url, secret, services)
+            ctx = Context(workdir, receiver.url, secret, services, plan.without)
             bench = Bench(plan, ctx, receiver)
+            if args.py_spy:
+                bench.py_spy = args.out
+                args.out.mkdir(parents=True, exist_ok=True)
             for name in ordered:
                 for profile in profiles if name == "postroom" else ["none"]:
                     try:

@@ -163,6 +163,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += _ratios(entries)
     lines += _spool(entries)
     lines += _targets(entries)
+    lines += _py_spy(entries)
     if doc.get("errors"):
         lines += ["## Errors", ""] + [
             f"- {e['system']} ({e['profile']}): {e['error']}" for e in doc["errors"]
@@ -235,6 +236,51 @@ def _targets(entries: list[dict[str, Any]]) -> list[str]:
                 checked = True
                 lines.append(f"| {e['profile']} | {label} | {'yes' if met else '**no**'} |")
     return [*lines, ""] if checked else []
+
+
+def _py_spy(entries: list[dict[str, Any]], top: int = 15) -> list[str]:
+    rows = [e for e in entries if e.get("py_spy")]
+    if not rows:
+        return []
+    lines = [
+        "## Where Postroom's time goes (py-spy, extra unmeasured run)",
+        "",
+        "Share of samples of busy threads (blocked in a syscall such as fsync counts as busy; waiting on a",
+        "lock or an idle event loop does not, as far as py-spy can tell). Line numbers merged per function.",
+        "",
+    ]
+    for e in rows:
+        prof = e["py_spy"]
+        lines += [
+            f"### {e['profile']} — {prof['samples']:,} samples, collapsed stacks in `{prof['file']}`",
+            "",
+            "| self % | function | | inclusive % | function |",
+            "|---:|---|---|---:|---|",
+        ]
+        own, inclusive = prof["self_pct"][:top], prof["inclusive_pct"]
+        # Inclusive shares of the outermost frames (runpy, threading) say nothing: show Postroom's and libs'.
+        inclusive = [r for r in inclusive if not r[0].startswith(_FRAMEWORK_FRAMES)][:top]
+        for i in range(max(len(own), len(inclusive))):
+            a = own[i] if i < len(own) else ["", None]
+            b = inclusive[i] if i < len(inclusive) else ["", None]
+            lines.append(f"| {_fmt(a[1])} | `{a[0]}` | | {_fmt(b[1])} | `{b[0]}` |")
+        lines.append("")
+    return lines
+
+
+_FRAMEWORK_FRAMES = (
+    "Thread.",
+    "_worker (concurrent",
+    "_WorkItem.run",
+    "_run_code",
+    "_run_module_as_main",
+    "_run_async",
+    "main (inbound/cli.py)",
+    "<module> (inbound/cli.py)",
+    "run (uvloop",
+    "Runner.run",
+    "cmd_serve",
+)
 
 
 def command_line() -> str:

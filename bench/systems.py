@@ -26,6 +26,7 @@ class Context:
     receiver_url: str
     secret: str
     services: Services = field(default_factory=Services)
+    filters_off: tuple[str, ...] = ()  # Postroom filters forced off in every profile (--without)
 
 
 class System:
@@ -119,6 +120,7 @@ class Postroom(System):
                 webhook_url=self.ctx.receiver_url,
                 secret=self.ctx.secret,
                 services=self.ctx.services,
+                without=self.ctx.filters_off,
             )
         )
         argv = [sys.executable, "-m", "inbound.cli", "serve", "--config", str(config)]
