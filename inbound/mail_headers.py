@@ -32,8 +32,6 @@ _MESSAGE_ID = re.compile(r"<([^<>]*)>")
 # What the ticket calls an email address: something@domain, no brackets or control characters, no
 # whitespace in the domain. Local-only names ("MAILER-DAEMON") and garbage are not addresses.
 _PLAUSIBLE_ADDRESS = re.compile(r"[^<>\x00-\x1f]+@[^<>@\s]+")
-
-
 _ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
 _DOT_ATOM_ADDRESS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 # One list item, stripped, in an everyday shape: ASCII, no comments, groups, escapes or encoded-words.
@@ -81,6 +79,11 @@ class HeaderFields:
         values = self.decoded.get(name)
         return values[0] if values else None
 
+    def first_unfolded(self, name: str) -> str | None:
+        """The first `name` field as unfolded Unicode, encoded-words left in place."""
+        values = self.unfolded.get(name)
+        return values[0] if values else None
+
     def has(self, name: str) -> bool:
         return name in self.decoded
 
@@ -93,6 +96,7 @@ class HeaderFields:
 
 
 def parse_mailboxes(value: str) -> list[Mailbox]:
+    """The mailboxes of one address field value (unfolded, encoded-words in place)."""
     if len(value) > MAX_ADDRESS_FIELD_CHARS:
         value = value[:MAX_ADDRESS_FIELD_CHARS].rsplit(",", 1)[0]
     if not value.strip():

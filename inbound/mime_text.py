@@ -81,12 +81,13 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     if not data:
         return ""
     codec = _codec_for(charset)
+    candidates: tuple[str, ...]
     if codec is None:
         codec = "cp1252"  # reached only when the UTF-8 attempt below fails
         candidates = ("utf-8", codec)
     else:
         # A declared charset that does not fit is most often UTF-8 mislabelled by the sending client.
-        candidates = (codec, "utf-8")
+        candidates = (codec,) if codec == "utf-8" else (codec, "utf-8")
     for candidate in candidates:
         try:
             return scrub_surrogates(data.decode(candidate))

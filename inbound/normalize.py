@@ -63,10 +63,10 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
         headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
     )
     return {
-        "message_id": first_message_id(_first_unfolded(headers, "message-id")),
-        "in_reply_to": first_message_id(_first_unfolded(headers, "in-reply-to")),
+        "message_id": first_message_id(headers.first_unfolded("message-id")),
+        "in_reply_to": first_message_id(headers.first_unfolded("in-reply-to")),
         "references": message_ids(" ".join(headers.unfolded.get("references", []))),
-        "date": iso_date(_first_unfolded(headers, "date")),
+        "date": iso_date(headers.first_unfolded("date")),
         "subject": subject,
         "from": senders[0] if senders else None,
         "reply_to": headers.mailboxes("reply-to"),
@@ -115,9 +115,7 @@ def _parse(raw: bytes) -> tuple[Message, str | None]:
         return parse_mime(raw), None
     except MimeLimitError as exc:
         error = str(exc)
-    except RecursionError:
-        error = "MIME structure nested too deeply"
-    except Exception as exc:  # the stdlib parser is lenient; a failure here is a bug worth logging
+    except Exception as exc:  # the parser accepts any bytes, so this is a bug: log it, keep the message
         log.exception("MIME parser failed; falling back to the header section")
         error = f"MIME parser failed: {type(exc).__name__}"
     return parse_header_section(raw), error
@@ -138,11 +136,6 @@ def _not_a_message(raw: bytes, root: Message, headers: HeaderFields) -> str | No
 
 def _is_trace_field(name: str) -> bool:
     return name in _TRACE_FIELDS or name.startswith(_TRACE_PREFIXES)
-
-
-def _first_unfolded(headers: HeaderFields, name: str) -> str | None:
-    values = headers.unfolded.get(name)
-    return values[0] if values else None
 
 
 def _raw_summary(raw: bytes, *, keep_content: bool, max_bytes: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ worker process. `ticket_json` gives the exact bytes POSTed to the helpdesk. The 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -69,9 +70,9 @@ def build_ticket(
         "schema": SCHEMA_ID,
         "id": context.id,
         "received_at": context.received_at,
-        "tenant": context.tenant,
-        "mailbox": context.mailbox,
-        "mailbox_hash": context.mailbox_hash,
+        "tenant": _clean(context.tenant),
+        "mailbox": _clean(context.mailbox),
+        "mailbox_hash": _clean(context.mailbox_hash),
         "envelope": envelope,
         **{key: value for key, value in message.items() if key not in ("raw", "parse_error")},
         "verdicts": _clean(list(context.verdicts)),
@@ -90,7 +91,7 @@ def ticket_json(ticket: dict[str, Any]) -> bytes:
 
 def load_schema() -> dict[str, Any]:
     """The published JSON Schema of the ticket (a fresh copy each call)."""
-    return json.loads(json.dumps(_schema()))  # type: ignore[no-any-return]
+    return copy.deepcopy(_schema())
 
 
 def validate_ticket(ticket: dict[str, Any]) -> None:
