@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -188,16 +189,30 @@ async def _control(receiver: BenchReceiver) -> None:
     await receiver.down()
 
 
+async def _serve(receiver: BenchReceiver) -> None:
+    """No control channel: serve until SIGTERM or SIGINT, then print the stats."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await receiver.up()
+    await stopping.wait()
+    await receiver.down()
+    print(json.dumps(receiver.tally.stats()), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.receiver")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--no-control", action="store_true", help="ignore stdin; serve until SIGTERM")
     args = parser.parse_args(argv)
     from bench.loadgen import install_uvloop
 
     install_uvloop()
-    asyncio.run(_control(BenchReceiver(args.secret, args.host, args.port)))
+    receiver = BenchReceiver(args.secret, args.host, args.port)
+    asyncio.run(_serve(receiver) if args.no_control else _control(receiver))
     return 0
 
 
