@@ -95,6 +95,7 @@ class Postroom:
                 max_inline_attachment_bytes=wh.max_inline_attachment_bytes,
             ),
             executor=executor,
+            executor_factory=lambda: make_executor(config.delivery.normalize_workers),
             metrics=metrics,
             spool_io=spool_io,
         )
@@ -189,8 +190,8 @@ class Postroom:
                 await closer()
             except Exception:
                 log.exception("error while closing")
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.runner.executor is not None:  # the runner may have replaced a broken pool
+            self.runner.executor.shutdown(wait=False, cancel_futures=True)
         if self.ops is not None:
             await self.ops.stop()
         log.info("postroom stopped", extra={"event": "stopped"})
@@ -211,7 +212,17 @@ class Postroom:
         configure_logging(config)
         unchanged = [
             name
-            for name in ("smtp", "spool", "webhook", "delivery", "filters", "redis", "metrics", "dns")
+            for name in (
+                "smtp",
+                "spool",
+                "webhook",
+                "delivery",
+                "filters",
+                "redis",
+                "metrics",
+                "dns",
+                "backpressure",
+            )
             if getattr(config, name) != getattr(self.config, name)
         ]
         self.config.routing = config.routing

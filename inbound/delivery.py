@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -87,6 +87,7 @@ class DeliveryRunner:
         *,
         limits: RunnerLimits = RunnerLimits(),
         executor: Executor | None = None,
+        executor_factory: Callable[[], Executor | None] | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Any | None = None,
         on_outcome: Callable[[str, str, Outcome], None] | None = None,
@@ -97,6 +98,8 @@ class DeliveryRunner:
         self.schedule = schedule
         self.limits = limits
         self.executor = executor
+        # A process pool whose worker died (OOM killer, a parser crash) stays broken: make a new one.
+        self.executor_factory = executor_factory
         self.clock = clock
         self.metrics = metrics
         self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
@@ -288,7 +291,16 @@ class DeliveryRunner:
         loop = asyncio.get_running_loop()
         limit = self.limits.max_inline_attachment_bytes
         # Parsing MIME is CPU work: a process pool keeps it off the event loop (and off its GIL).
-        return await loop.run_in_executor(self.executor, make_ticket_body, raw, meta, limit)
+        executor = self.executor
+        try:
+            return await loop.run_in_executor(executor, make_ticket_body, raw, meta, limit)
+        except BrokenExecutor:
+            if self.executor_factory is not None and self.executor is executor:
+                log.error("normaliser pool broke, starting a new one", extra={"event": "pool_restart"})
+                self.executor = self.executor_factory()
+                if executor is not None:
+                    executor.shutdown(wait=False, cancel_futures=True)
+            raise  # this message may be what broke it: it counts as a crash (three, and it's corrupt/)
 
     def _record(
         self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: Outcome

@@ -234,6 +234,7 @@ class InboundHandler:
             )
             return routed.reply.render(routed.detail)
         if self.tenant_gate is not None and not self.tenant_gate(routed.tenant):
+            await self._note_refusal(state.conn, Stage.RCPT, "backpressure", "backpressure", txn)
             return policy.TENANT_BACKPRESSURE.render()
         txn.rcpt = routed.address
         decision = await self.chain.run(Stage.RCPT, state.conn, txn)

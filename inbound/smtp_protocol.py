@@ -63,6 +63,25 @@ def say_and_close(transport: asyncio.BaseTransport, reply: str) -> None:
     transport.close()
 
 
+class _YieldingStreamReader(asyncio.StreamReader):
+    """A StreamReader that lets other tasks run every few hundred lines.
+
+    aiosmtpd reads DATA line by line, and `readuntil` does not suspend while lines are already buffered: a
+    10 MB message arriving fast would hold the event loop for all of its ~130,000 lines at once, stalling
+    every other session. Yielding every `YIELD_EVERY` lines bounds that to well under a millisecond.
+    """
+
+    YIELD_EVERY = 256
+    _lines_since_yield = 0
+
+    async def readuntil(self, separator: Any = b"\n") -> bytes:
+        self._lines_since_yield += 1
+        if self._lines_since_yield >= self.YIELD_EVERY:
+            self._lines_since_yield = 0
+            await asyncio.sleep(0)
+        return await super().readuntil(separator)
+
+
 ConnectHook = Callable[["PostroomSMTP"], Awaitable[str | None]]
 CloseHook = Callable[["PostroomSMTP"], None]
 
@@ -78,6 +97,10 @@ class PostroomSMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        # aiosmtpd builds its StreamReader inline; give that same object the yielding readuntil above.
+        reader = getattr(self, "_stream_reader", None)
+        if reader is not None and type(reader) is asyncio.StreamReader:
+            reader.__class__ = _YieldingStreamReader
         self._on_connect = on_connect
         self._on_close = on_close
         self._session_timeout = session_timeout

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,39 @@ async def test_message_that_crashes_the_normaliser_ends_in_corrupt_not_a_loop(tm
     state = spool.load_state(queue_id)
     assert state.crashes == 3 and "normaliser crashed" in state.last_error
     assert spool.ids(INCOMING) == []
+
+
+class _BrokenPool(Executor):
+    """Fault injection: a process pool whose worker was killed (every submit raises BrokenProcessPool)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise BrokenProcessPool("a worker died")
+
+
+async def test_a_broken_normaliser_pool_is_replaced_and_mail_still_flows(tmp_path: Path) -> None:
+    receiver = TicketReceiver(SECRET)
+    await receiver.start()
+    spool = Spool(tmp_path / "spool").create()
+    webhook = WebhookClient(receiver.url, SECRET, timeout=5, max_response_bytes=4096)
+    fresh = ThreadPoolExecutor(max_workers=1)
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=0.05, max_interval=0.05, max_age=60, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05),
+        executor=_BrokenPool(),
+        executor_factory=lambda: fresh,
+    )
+    (queue_id,) = spool.store([(_meta("acme", 1), message("after the crash"))])
+    await runner.start()
+    try:
+        runner.wake([(queue_id, "acme")])
+        assert await receiver.wait_for_async(1, timeout=20)
+    finally:
+        await runner.stop(timeout=0.5)
+        await webhook.aclose()
+        await receiver.stop()
+        fresh.shutdown()
+    assert runner.executor is fresh
+    assert receiver.accepted[0].idempotency_key == queue_id
+    assert spool.locate(queue_id) is None  # delivered and removed
