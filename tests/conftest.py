@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.servers.redis",
     "tests.outbound.submission_fixtures",
     "tests.outbound.delivery_fixtures",
+    "tests.support.helpdesk",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from tests.servers.rspamd import RspamdServer
 from tests.support import tomlwrite
 from tests.support.harness import (
     DOMAIN,
-    SECRET,
     config_mapping,
     make_config,
     message,
@@ -56,12 +54,16 @@ def _filters(
     return sections
 
 
-@pytest.fixture
-async def helpdesk() -> AsyncIterator[TicketReceiver]:
-    receiver = TicketReceiver(SECRET)
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
+def _send_as_clean_client(config: Any, body: str = "Please help.\n", *, source_ip: str | None = None) -> Any:
+    """One message from a client that passes every check (HELO, SPF, reverse DNS) but what its body trips."""
+    return send(
+        smtp_port(config),
+        [f"support@acme.{DOMAIN}"],
+        message(body=body, sender=CLEAN_SENDER),
+        sender=CLEAN_SENDER,
+        helo=CLEAN_HELO,
+        source_ip=source_ip,
+    )
 
 
 def _config(tmp_path: Path, url: str, dns: DnsServer, filters: dict[str, Any]) -> Any:
@@ -77,14 +79,7 @@ async def test_clean_mail_passes_every_filter_and_the_ticket_shows_each_verdict(
 ) -> None:
     config = _config(tmp_path, helpdesk.url, dns_server, _filters(dns_server, clamd_server, rspamd_server))
     async with running(config):
-        result = await asyncio.to_thread(
-            send,
-            smtp_port(config),
-            [f"support@acme.{DOMAIN}"],
-            message(sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        result = await asyncio.to_thread(_send_as_clean_client, config)
         assert result.code == 250, result
         assert await helpdesk.wait_for_async(1, timeout=30)
     ticket = helpdesk.accepted[0].payload
@@ -120,14 +115,7 @@ async def test_listed_client_is_refused_at_connect_naming_the_zone(
         listed = await asyncio.to_thread(
             send, smtp_port(config), [f"a@acme.{DOMAIN}"], source_ip="127.0.0.66"
         )
-        clean = await asyncio.to_thread(
-            send,
-            smtp_port(config),
-            [f"a@acme.{DOMAIN}"],
-            message(sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        clean = await asyncio.to_thread(_send_as_clean_client, config)
     assert listed.code == 554 and listed.text.startswith("5.7.1") and "dnsbl.test" in listed.text
     assert clean.code == 250
 
@@ -149,14 +137,7 @@ async def test_virus_and_spam_are_refused_at_data(
 ) -> None:
     config = _config(tmp_path, helpdesk.url, dns_server, _filters(dns_server, clamd_server, rspamd_server))
     async with running(config) as app:
-        result = await asyncio.to_thread(
-            send,
-            smtp_port(config),
-            [f"a@acme.{DOMAIN}"],
-            message(body=body + "\r\n", sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        result = await asyncio.to_thread(_send_as_clean_client, config, body + "\r\n")
         assert app.spool.ids("incoming") == []
     assert result.code == code and result.text.startswith("5.7.1") and needle in result.text
 
@@ -171,14 +152,7 @@ async def test_observe_mode_changes_no_reply_but_records_what_it_would_have_done
     filters = _filters(dns_server, clamd_server, rspamd_server, clamav={"mode": "observe"})
     config = _config(tmp_path, helpdesk.url, dns_server, filters)
     async with running(config):
-        result = await asyncio.to_thread(
-            send,
-            smtp_port(config),
-            [f"a@acme.{DOMAIN}"],
-            message(body=EICAR + "\r\n", sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        result = await asyncio.to_thread(_send_as_clean_client, config, EICAR + "\r\n")
         assert result.code == 250
         assert await helpdesk.wait_for_async(1, timeout=30)
     ticket = helpdesk.accepted[0].payload
@@ -200,27 +174,13 @@ async def test_scanner_down_is_a_temporary_failure_or_a_flagged_fail_open(
         tmp_path / "a", helpdesk.url, dns_server, _filters(dns_server, clamd_killable, rspamd_server)
     )
     async with running(enforce) as app:
-        refused = await asyncio.to_thread(
-            send,
-            smtp_port(enforce),
-            [f"a@acme.{DOMAIN}"],
-            message(sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        refused = await asyncio.to_thread(_send_as_clean_client, enforce)
         assert app.spool.ids("incoming") == []
     assert refused.code == 451 and refused.text.startswith("4.")
     fail_open = _filters(dns_server, clamd_killable, rspamd_server, clamav={"fail_open": True})
     config = _config(tmp_path / "b", helpdesk.url, dns_server, fail_open)
     async with running(config):
-        accepted = await asyncio.to_thread(
-            send,
-            smtp_port(config),
-            [f"a@acme.{DOMAIN}"],
-            message(sender=CLEAN_SENDER),
-            sender=CLEAN_SENDER,
-            helo=CLEAN_HELO,
-        )
+        accepted = await asyncio.to_thread(_send_as_clean_client, config)
         assert accepted.code == 250
         assert await helpdesk.wait_for_async(1, timeout=30)
     ticket = helpdesk.accepted[0].payload

@@ -15,6 +15,7 @@ import pytest
 
 from inbound.receiver import TicketReceiver
 from inbound.spool import INCOMING
+from tests.outbound.submission_fixtures import TlsFiles
 from tests.support.harness import (
     DOMAIN,
     SECRET,
@@ -25,7 +26,6 @@ from tests.support.harness import (
     send_raw_dialogue,
     smtp_port,
 )
-from tests.support.tls import self_signed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -188,11 +188,13 @@ async def test_one_message_to_two_tenants_becomes_two_tickets(tmp_path: Path) ->
     assert len({t.idempotency_key for t in receiver.accepted}) == 2
 
 
-async def test_starttls_is_offered_with_a_certificate_and_recorded(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+async def test_starttls_is_offered_with_a_certificate_and_recorded(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
     receiver = TicketReceiver(SECRET)
     await receiver.start()
-    config = make_config(tmp_path / "spool", receiver.url, smtp={"tls_cert": str(cert), "tls_key": str(key)})
+    tls = {"tls_cert": str(tls_files.cert), "tls_key": str(tls_files.key)}
+    config = make_config(tmp_path / "spool", receiver.url, smtp=tls)
     try:
         async with running(config):
             await asyncio.to_thread(_send_over_tls, smtp_port(config))

@@ -11,19 +11,17 @@ import asyncio
 import smtplib
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from inbound.app import Postroom
 from inbound.config import Config, config_from_mapping
 from inbound.receiver import TicketReceiver
 from outbound.dsn import FailedRecipient, build_dsn
 from tests.outbound.delivery_fixtures import MX_MULTI_1, MxFarm, wait_for
 from tests.outbound.submission_fixtures import DKIM_KEY, HELPDESK_PASSWORD, SIGNING_DOMAIN, TlsFiles
 from tests.servers.dns import DnsServer
-from tests.support.harness import SECRET, free_port
+from tests.support.harness import SECRET, free_port, running, smtp_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -70,14 +68,6 @@ def _config(
     )
 
 
-@pytest.fixture
-async def helpdesk() -> AsyncIterator[TicketReceiver]:
-    receiver = TicketReceiver(SECRET)
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
 def _submit(port: int, rcpt: str) -> tuple[int, bytes]:
     """Authenticate over STARTTLS and submit one notification; returns the RCPT reply."""
     context = ssl.create_default_context()
@@ -121,9 +111,7 @@ async def test_notification_delivered_bounce_suppresses_and_makes_no_ticket(
     helpdesk: TicketReceiver,
 ) -> None:
     config = _config(tmp_path, dns_server, mx_farm, tls_files, user_hashes, helpdesk.url)
-    app = await Postroom.build(config)
-    await app.start()
-    try:
+    async with running(config) as app:
         submission = app.outbound.submission
         assert submission is not None
         code, _ = await asyncio.to_thread(_submit, submission.port, RECIPIENT)
@@ -143,9 +131,7 @@ async def test_notification_delivered_bounce_suppresses_and_makes_no_ticket(
             failures=[FailedRecipient(RECIPIENT, "5.1.1", "550 5.1.1 user unknown", "mx.multi.dest.test")],
             now=time.time(),
         )
-        code, reply = await asyncio.to_thread(
-            _bounce_to_mx, int(config.smtp.listen.rsplit(":", 1)[1]), verp, dsn.raw
-        )
+        code, reply = await asyncio.to_thread(_bounce_to_mx, smtp_port(config), verp, dsn.raw)
         assert code == 250, reply
         entry = await app.outbound.suppression.lookup(RECIPIENT)
         assert entry is not None and entry.source == "bounce"
@@ -155,8 +141,6 @@ async def test_notification_delivered_bounce_suppresses_and_makes_no_ticket(
         await asyncio.sleep(0.5)
         assert helpdesk.tickets == []  # the bounce never became a ticket
         assert app.spool.ids("incoming") == [] and app.spool.ids("deferred") == []
-    finally:
-        await app.stop()
 
 
 async def test_forged_bounce_address_is_not_accepted(
@@ -168,14 +152,10 @@ async def test_forged_bounce_address_is_not_accepted(
     helpdesk: TicketReceiver,
 ) -> None:
     config = _config(tmp_path, dns_server, mx_farm, tls_files, user_hashes, helpdesk.url)
-    app = await Postroom.build(config)
-    await app.start()
-    try:
-        port = int(config.smtp.listen.rsplit(":", 1)[1])
+    async with running(config) as app:
+        port = smtp_port(config)
         forged = f"bounce+0000000000000000-X-victim=example.org@{BOUNCE_DOMAIN}"
         code, reply = await asyncio.to_thread(_rcpt_reply, port, forged)
         assert code == 550 and reply.startswith(b"5.1.1")
         assert await app.outbound.suppression.entries() == []
         assert app.spool.ids("incoming") == []
-    finally:
-        await app.stop()
