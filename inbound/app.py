@@ -15,19 +15,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from filters.base import Verdict
 from filters.blocklist import blocklist_path
 from filters.chain import FilterChain
 from filters.deps import FilterDeps
 from filters.registry import build_filters
 from filters.resolver import make_resolver
 from inbound.circuit import BackPressure
-from inbound.config import Config, load_config
+from inbound.config import Config, load_config, parse_hostport
 from inbound.configload import ConfigError
 from inbound.delivery import DeliveryRunner, RunnerLimits
 from inbound.metrics import Metrics
 from inbound.ops_http import OpsServer
-from inbound.readiness import spool_check
+from inbound.readiness import ReadinessCheck, spool_check, tcp_check
 from inbound.retry import RetrySchedule
 from inbound.routing import Router
 from inbound.smtp import InboundHandler, SmtpListener, load_tls_context
@@ -114,10 +116,7 @@ class Postroom:
         )
         # The running server and `postroom block` must use the same block-list file.
         config.filters.throttle.blocklist_file = str(blocklist_path(config))
-        chain = FilterChain(
-            build_filters(config.filters, deps),
-            on_verdict=lambda v: metrics.filter_checked(v.filter, v.stage, v.result, v.ms / 1000.0),
-        )
+        chain = FilterChain(build_filters(config.filters, deps), on_verdict=_verdict_metrics(metrics))
         for flt in chain.filters:
             # Filters that prepare at start-up (DNSBL zone health checks, connection pools) do it now.
             for hook in ("start", "health_check"):
@@ -153,7 +152,7 @@ class Postroom:
         listener = SmtpListener(config, handler, tls_context=tls)
         ops = None
         if config.metrics.listen:
-            ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool)])
+            ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool), *dependency_checks(config)])
         closers.append(_async_shutdown(spool_io))
         return cls(
             config, spool, runner, handler, listener, webhook, executor, metrics, outbound, ops, closers
@@ -228,6 +227,39 @@ class Postroom:
         self.config.routing = config.routing
         self.config.logging = config.logging
         log.info("configuration reloaded", extra={"event": "reloaded", "needs_restart": unchanged})
+
+
+def _verdict_metrics(metrics: Metrics) -> Callable[[Verdict], None]:
+    def record(verdict: Verdict) -> None:
+        metrics.filter_checked(verdict.filter, verdict.stage, verdict.result, verdict.ms / 1000.0)
+        if verdict.filter == "throttle" and verdict.result == "fail":
+            metrics.throttle_hit(verdict.reason.removeprefix("throttle."))
+
+    return record
+
+
+def dependency_checks(config: Config) -> list[ReadinessCheck]:
+    """/readyz: the daemons this node's enabled filters and webhook need must accept connections."""
+    endpoints: list[tuple[str, str]] = []
+    filters = config.filters
+    if filters.clamav.enabled and not filters.clamav.address.startswith("unix:"):
+        endpoints.append(("clamd", filters.clamav.address))
+    if filters.rspamd.enabled:
+        endpoints.append(("rspamd", _netloc(filters.rspamd.url)))
+    if config.redis.url.startswith("redis"):
+        endpoints.append(("redis", _netloc(config.redis.url, default_port=6379)))
+    endpoints.append(("webhook", _netloc(config.webhook.url)))
+    checks = []
+    for name, address in endpoints:
+        host, port = parse_hostport(address, name, default_port=80)
+        checks.append(tcp_check(name, host, port))
+    return checks
+
+
+def _netloc(url: str, default_port: int | None = None) -> str:
+    parts = urlsplit(url)
+    port = parts.port or default_port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
 
 
 def _reloader(app: Postroom, config_path: str) -> Callable[[], None]:

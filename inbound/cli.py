@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -17,7 +18,7 @@ from filters import blockcli
 from inbound import deadletter, queueview, trace
 from inbound.config import Config, load_config
 from inbound.configload import ConfigError
-from inbound.spool import SpoolError
+from inbound.spool import Spool, SpoolError
 from outbound import cli as outbound_cli
 
 T = TypeVar("T")
@@ -169,12 +170,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_queue(args: argparse.Namespace) -> int:
     from inbound.app import open_spool
 
-    spool = open_spool(args.config_obj)
-    shape = queueview.inbound_shape(spool, time.time())
+    config: Config = args.config_obj
+    outbound_dir = Path(config.outbound.spool_dir(config.spool.path))
+    outbound = Spool(outbound_dir) if outbound_dir.is_dir() else None
+    report = queueview.queue_report(open_spool(config), outbound, time.time())
     if args.json:
-        print(orjson.dumps(shape, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(queueview.render_text(shape))
+        print(queueview.render_text(report))
     return 0
 
 

@@ -53,8 +53,11 @@ class OutboundRunner:
         scheduler: DeliveryScheduler | None = None,
         rescan_interval: float = DEFAULT_RESCAN_INTERVAL,
         rng: random.Random | None = None,
+        on_result: Callable[[str, str], None] | None = None,
     ) -> None:
         out = cfg.outbound
+        # (destination domain, "delivered" | "deferred" | "bounced") per recipient attempt, e.g. for metrics.
+        self.on_result = on_result
         self.spool = spool
         self.scheduler = scheduler or DeliveryScheduler(out)
         self._cfg = out
@@ -328,6 +331,10 @@ class OutboundRunner:
         for key, recipient_results in session.results.items():
             results[owners[key]] += recipient_results
         relay = f"{session.relay.hostname}[{session.relay.address}]" if session.relay else ""
+        if self.on_result is not None:
+            for recipient_results in results.values():
+                for result in recipient_results:
+                    self.on_result(destination.domain, _result_name(result.code))
         return results, relay
 
     def _envelopes(
@@ -372,3 +379,9 @@ class OutboundRunner:
                 reason = f"5.1.1 recipient is suppressed ({found.source}): {found.reason}"
                 refused.append(RecipientResult(rcpt, 550, reason, remote=False))
         return allowed, refused
+
+
+def _result_name(code: int) -> str:
+    if 200 <= code < 300:
+        return "delivered"
+    return "deferred" if 400 <= code < 500 else "bounced"

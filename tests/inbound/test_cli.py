@@ -73,13 +73,28 @@ def test_queue_shows_states_and_tenant_rows(config_path: Path, capsys: pytest.Ca
     spool = Spool(config_path.parent / "spool").create()
     spool.store([({"tenant": "acme"}, b"x"), ({"tenant": "acme"}, b"y"), ({"tenant": "globex"}, b"z")])
     assert main(["queue", "--config", str(config_path), "--json"]) == 0
-    shape = json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
+    shape = report["inbound"]
     assert shape["states"]["incoming"]["count"] == 3
-    rows = {row["tenant"]: row for row in shape["tenants"]}
+    rows = {row["tenant"]: row for row in shape["rows"]}
+    assert rows["TOTAL"]["total"] == 3
     assert rows["acme"]["total"] == 2 and rows["acme"]["buckets"][0] == 2 and rows["globex"]["total"] == 1
+    assert "outbound" not in report  # no relay configured, no outbound spool
     assert main(["queue", "--config", str(config_path)]) == 0
     text = capsys.readouterr().out
-    assert "acme" in text and "TOTAL" in text
+    assert "INBOUND QUEUE" in text and "acme" in text and "TOTAL" in text
+
+
+def test_queue_shows_the_outbound_queue_by_destination(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbound = Spool(config_path.parent / "spool" / "outbound").create()
+    outbound.store([({"kind": "outbound", "domain": "gmail.com"}, b"x"), ({"domain": "example.org"}, b"y")])
+    assert main(["queue", "--config", str(config_path), "--json"]) == 0
+    rows = {row["domain"]: row for row in json.loads(capsys.readouterr().out)["outbound"]["rows"]}
+    assert rows["TOTAL"]["total"] == 2 and rows["gmail.com"]["states"] == {"incoming": 1}
+    assert main(["queue", "--config", str(config_path)]) == 0
+    assert "OUTBOUND QUEUE" in capsys.readouterr().out
 
 
 def test_dead_letter_list_filters_and_show(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,14 +36,14 @@ def test_rows_by_domain_with_age_columns_and_state_counts(tmp_path: Path) -> Non
     queue(spool, "example.org", 30)
     queue(spool, "example.org", 0.5, DEAD)  # not live: left out by default
     rows = outbound_queue_shape(spool, NOW)
-    assert [row.domain for row in rows] == ["TOTAL", "gmail.com", "example.org"]
+    assert [row.name for row in rows] == ["TOTAL", "gmail.com", "example.org"]
     total, gmail, example = rows
     assert (gmail.total, gmail.buckets) == (5, [3, 1, 0, 0, 0, 0, 1])
     assert gmail.states == {ACTIVE: 1, DEFERRED: 4}
     assert (example.total, example.buckets, example.states) == (1, [0, 0, 0, 1, 0, 0, 0], {INCOMING: 1})
     assert total.total == 6 and total.buckets == [3, 1, 0, 1, 0, 0, 1]
     with_dead = outbound_queue_shape(spool, NOW, states=(DEAD,))
-    assert [(row.domain, row.total) for row in with_dead] == [("TOTAL", 1), ("example.org", 1)]
+    assert [(row.name, row.total) for row in with_dead] == [("TOTAL", 1), ("example.org", 1)]
 
 
 def test_text_and_json_forms(tmp_path: Path) -> None:
@@ -66,4 +66,4 @@ def test_text_and_json_forms(tmp_path: Path) -> None:
 
 def test_empty_queue_has_only_the_total_row(tmp_path: Path) -> None:
     rows = outbound_queue_shape(Spool(tmp_path / "out").create(), NOW)
-    assert [(row.domain, row.total) for row in rows] == [("TOTAL", 0)]
+    assert [(row.name, row.total) for row in rows] == [("TOTAL", 0)]
