@@ -69,8 +69,10 @@ def render_config(
     secret: str,
     services: Services,
     without: tuple[str, ...] = (),
+    overrides: dict[str, dict[str, object]] | None = None,
 ) -> str:
-    """The TOML text; `without` switches named filters off, to see what one filter costs."""
+    """The TOML text; `without` switches named filters off, to see what one filter costs; `overrides`
+    adds or replaces keys of top-level sections."""
     config: dict[str, dict[str, object]] = {
         "smtp": {
             "listen": listen,
@@ -86,6 +88,8 @@ def render_config(
     }
     if services.nameserver:
         config["dns"] = {"nameservers": [services.nameserver], "timeout": 2.0}
+    for section, keys in (overrides or {}).items():
+        config[section] = {**config.get(section, {}), **keys}
     lines: list[str] = []
     for name, table in config.items():
         lines += [f"[{name}]", *_pairs(table), ""]

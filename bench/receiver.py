@@ -7,8 +7,8 @@ message's marker with one regex over the body, and keeps nothing else. docs/benc
 
 Run as its own process (a helpdesk is another machine; sharing the load generator's event loop would skew
 both). The driver controls it with one command per line on stdin and reads one JSON line per command on
-stdout: `stats`, `dump` (marker -> [arrival monotonic time, idempotency key]), `reset`, `down` (stop
-listening and drop connections, as a crashed helpdesk), `up`, `quit`.
+stdout: `stats [marker prefix]`, `dump` (marker -> [arrival monotonic time, idempotency key]), `reset`,
+`down` (stop listening and drop connections, as a crashed helpdesk), `up`, `quit`.
 
 python -m bench.receiver --port 8025 --secret S
 """
@@ -158,22 +158,26 @@ class BenchReceiver:
             self.server = None
 
     async def command(self, line: str) -> dict[str, object]:
-        match line.strip():
-            case "stats":
+        match line.split():
+            case ["stats"]:
                 return self.tally.stats()
-            case "dump":
+            case ["stats", prefix]:
+                # One phase's tickets only: a straggler from an earlier phase must not make it look done.
+                matching = sum(1 for marker in self.tally.arrivals if marker.startswith(prefix))
+                return {**self.tally.stats(), "matching": matching}
+            case ["dump"]:
                 return {m: [t, k] for m, (t, k) in self.tally.arrivals.items()}
-            case "reset":
+            case ["reset"]:
                 self.tally = Tally()
                 return {"ok": True}
-            case "down":
+            case ["down"]:
                 await self.down()
                 return {"ok": True}
-            case "up":
+            case ["up"]:
                 await self.up()
                 return {"ok": True, "port": self.port}
-            case other:
-                return {"error": f"unknown command {other!r}"}
+            case _:
+                return {"error": f"unknown command {line.strip()!r}"}
 
 
 async def _control(receiver: BenchReceiver) -> None:

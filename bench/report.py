@@ -40,7 +40,7 @@ def _lt(value: float | None, bound: float) -> bool | None:
 
 def _spool_rss_ok(entry: dict[str, Any]) -> bool | None:
     spool = entry.get("spool")
-    if not spool or spool.get("messages", 0) < 20000:
+    if not spool or spool.get("accepted", 0) < 20000:
         return None
     return bool(spool["peak_rss_mb"] < 200 and spool["lost"] == 0)
 
@@ -208,14 +208,14 @@ def _spool(entries: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Spool: receiver down, messages accepted into the spool, then the receiver back",
         "",
-        "| system | profile | spooled | peak RSS MB (spooled / overall) | drain msgs/s (from restart / "
-        "from first ticket) | first ticket after s | lost | duplicates |",
+        "| system | profile | accepted into the spool | peak RSS MB (spooled / overall) "
+        "| drain msgs/s (from restart / from first ticket) | first ticket after s | lost | duplicates |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for e in rows:
         s = e["spool"]
         lines.append(
-            f"| {e['system']} | {e['profile']} | {_fmt(s.get('accepted'))} "
+            f"| {e['system']} | {e['profile']} | {_fmt(s.get('accepted'))} of {_fmt(s.get('messages'))} "
             f"| {_fmt(s.get('peak_rss_mb_spooled'))} / {_fmt(s.get('peak_rss_mb'))} "
             f"| {_fmt(s.get('drain_msgs_per_s'))} / {_fmt(s.get('drain_msgs_per_s_from_first'))} "
             f"| {_fmt(s.get('first_ticket_after_s'), 2)} | {_fmt(s.get('lost'))} "

@@ -82,14 +82,16 @@ async def await_delivery(
 ) -> Delivery:
     """Poll until every accepted marker arrived, nothing new came for `stall` seconds, or `cap` passed."""
     wanted = len(accepted)
+    # Markers of one phase share everything but their last six digits (see bench.main.SEQ_BLOCK).
+    prefix = accepted[0].marker[:-6] if accepted else "-"
     deadline = time.monotonic() + cap
     seen, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
-        stats = await receiver.command("stats")
-        if stats["unique"] >= wanted:
+        stats = await receiver.command(f"stats {prefix}")
+        if stats["matching"] >= wanted:
             break
-        if stats["unique"] != seen:
-            seen, last_change = stats["unique"], time.monotonic()
+        if stats["matching"] != seen:
+            seen, last_change = stats["matching"], time.monotonic()
         elif time.monotonic() - last_change > stall:
             break
         await asyncio.sleep(0.05)
@@ -188,6 +190,7 @@ async def measure_spool(
     return {
         "messages": messages,
         "accepted": len(accepted),
+        "refused": load.summary()["refusals"],
         "accept_per_s": load.summary()["accepted_per_s"],
         "peak_rss_mb_spooled": rss_spooled,
         "peak_rss_mb": monitor.peak_rss_mb,

@@ -109,6 +109,7 @@ class Postroom(System):
 
     name = "postroom"
     delivers = True
+    overrides: dict[str, dict[str, object]] | None = None  # config keys a scenario changes
 
     async def start(self) -> None:
         config = self.dir / "postroom.toml"
@@ -121,6 +122,7 @@ class Postroom(System):
                 secret=self.ctx.secret,
                 services=self.ctx.services,
                 without=self.ctx.filters_off,
+                overrides=self.overrides,
             )
         )
         argv = [sys.executable, "-m", "inbound.cli", "serve", "--config", str(config)]
