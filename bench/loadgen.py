@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.messages import DEFAULT_MIX, MessageFactory, Mix
+from bench.messages import DEFAULT_MIX, HELO, MessageFactory, Mix
 from bench.smtpclient import SmtpError, SmtpSession
 from bench.stats import latency_ms
 
@@ -99,7 +99,7 @@ class LoadSpec:
     per_session: int = 20
     rate: float | None = None  # messages per second offered; None for closed loop
     sources: tuple[str, ...] = DEFAULT_SOURCES
-    helo: str = "client.customers.bench.test"
+    helo: str = HELO
     first_seq: int = 0
     timeout: float = 30.0  # per SMTP reply
     deadline: float = 600.0  # the whole run; remaining messages are recorded as not sent

@@ -26,12 +26,12 @@ from typing import Any
 
 from bench import process, profiling, report
 from bench.loadgen import DEFAULT_SOURCES, install_uvloop
-from bench.messages import DEFAULT_MIX, MessageFactory, Mix
+from bench.messages import DEFAULT_MIX, HELO, MessageFactory, Mix
 from bench.postfix import Postfix
 from bench.postroom_config import FILTER_NAMES, PROFILES, UNLIMITED
 from bench.procstat import TreeMonitor
 from bench.scenarios import ReceiverProcess, Settings, measure_load, measure_spool
-from bench.services import HELO, SENDER_DOMAINS, profile_services
+from bench.services import profile_services
 from bench.systems import Context, NullAiosmtpd, Postroom, SmtpSink, System
 
 SYSTEMS: dict[str, type[System]] = {
@@ -151,9 +151,7 @@ class Bench:
 
     def factory(self) -> MessageFactory:
         self.runs += 1
-        return MessageFactory(
-            f"{self.token}{self.runs}", Mix.parse(self.plan.mix), sender_domains=SENDER_DOMAINS
-        )
+        return MessageFactory(f"{self.token}{self.runs}", Mix.parse(self.plan.mix))
 
     async def measure(self, name: str, profile: str) -> dict[str, Any]:
         plan = self.plan

@@ -1,9 +1,9 @@
 """The real daemons behind the filter profiles, started with the test suite's own helpers (tests/servers).
 
-NSD serves fixtures/dns/zones (the benchmark's messages use names from them: sender domain pass.spf.test
-with an SPF record passing 127.0.0.0/8, HELO mail.hosts.test, DNSBL zone dnsbl.test where the benchmark's
-127.0.10.x clients are not listed); Rspamd and clamd run from fixtures/rspamd and fixtures/clamav. Reusing
-tests/servers keeps one copy of each daemon's configuration.
+NSD serves fixtures/dns/zones. The benchmark's messages use names from them (bench/messages.py): sender
+domain pass.spf.test, whose SPF record passes 127.0.0.0/8, HELO mail.hosts.test, and DNSBL zone dnsbl.test,
+where the benchmark's 127.0.10.x clients are not listed. Rspamd and clamd run from fixtures/rspamd and
+fixtures/clamav. Reusing tests/servers keeps one copy of each daemon's configuration.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.postroom_config import Services
-
-SENDER_DOMAINS = ("pass.spf.test",)
-HELO = "mail.hosts.test"
 
 
 class ServiceError(RuntimeError):
