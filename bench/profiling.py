@@ -2,8 +2,7 @@
 
 Profiling runs in its own phase after the measured ones (py-spy's sampling costs the server CPU, so no
 figure in the results table is taken while it runs). Output: py-spy's collapsed stacks, which
-flamegraph.pl / speedscope read, plus a summary of the functions with the most samples, on-CPU only
-(py-spy leaves idle threads out by default).
+flamegraph.pl / speedscope read, plus a summary of the functions with the most samples.
 
 Needs py-spy in the venv: /opt/postroom-venv/bin/pip install py-spy.
 """
@@ -32,7 +31,10 @@ def start(pid: int, out: Path, log: Path) -> subprocess.Popen[bytes]:
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy is not installed: pip install py-spy")
-    argv = [exe, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "250"]
+    # --gil: only the thread holding the GIL is sampled, i.e. Python's CPU time. Blocking calls (fsync,
+    # sockets) release the GIL and do not show; the idle heuristics py-spy offers instead proved unreliable
+    # for thread-pool workers.
+    argv = [exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "250"]
     return process.spawn([*argv, "--format", "raw", "--output", str(out)], log)
 
 

@@ -245,8 +245,9 @@ def _py_spy(entries: list[dict[str, Any]], top: int = 15) -> list[str]:
     lines = [
         "## Where Postroom's time goes (py-spy, extra unmeasured run)",
         "",
-        "Share of samples of busy threads (blocked in a syscall such as fsync counts as busy; waiting on a",
-        "lock or an idle event loop does not, as far as py-spy can tell). Line numbers merged per function.",
+        "Share of samples taken while a thread held the GIL (py-spy --gil): where Python burns CPU, in the",
+        "server and its normaliser processes. Time blocked in fsync or on sockets releases the GIL and is",
+        "not in this view. Line numbers merged per function.",
         "",
     ]
     for e in rows:
@@ -280,6 +281,12 @@ _FRAMEWORK_FRAMES = (
     "run (uvloop",
     "Runner.run",
     "cmd_serve",
+    "main(",
+    "BaseProcess.",
+    "_serve_one (multiprocessing",
+    "_main (multiprocessing",
+    "<module> (<string>)",
+    "_process_worker (concurrent",
 )
 
 
