@@ -95,6 +95,7 @@ class Postroom:
                 per_tenant_concurrency=wh.per_tenant_concurrency,
                 rescan_interval=config.delivery.rescan_interval,
                 max_inline_attachment_bytes=wh.max_inline_attachment_bytes,
+                process_pool_min_bytes=config.delivery.process_pool_min_bytes,
             ),
             executor=executor,
             executor_factory=lambda: make_executor(config.delivery.normalize_workers),

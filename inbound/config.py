@@ -125,6 +125,9 @@ class WebhookConfig:
 class DeliveryConfig:
     # Worker processes that turn MIME into tickets (CPU work kept off the event loop); 0 = a thread instead.
     normalize_workers: int = 1
+    # Messages at least this big go to those processes; smaller ones are parsed in a thread, which costs
+    # less than the trip to another process (a small message parses in ~0.1 ms).
+    process_pool_min_bytes: int = 131072
     # How often the runner looks in the spool for work it was not told about (CLI replays, other writers).
     rescan_interval: float = 2.0
     # Seconds SIGTERM waits for deliveries in flight before leaving them to start-up recovery.
@@ -133,6 +136,8 @@ class DeliveryConfig:
     def validate(self) -> None:
         if self.normalize_workers < 0:
             raise ConfigError("normalize_workers", "must not be negative")
+        if self.process_pool_min_bytes < 0:
+            raise ConfigError("process_pool_min_bytes", "must not be negative")
         if self.rescan_interval <= 0 or self.shutdown_grace < 0:
             raise ConfigError("rescan_interval", "intervals must be positive")
 

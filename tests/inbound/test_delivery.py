@@ -140,7 +140,7 @@ async def test_message_that_crashes_the_normaliser_ends_in_corrupt_not_a_loop(tm
         spool,
         webhook,
         RetrySchedule(initial=0.05, max_interval=0.05, max_age=60, jitter=0),
-        limits=RunnerLimits(rescan_interval=0.05),
+        limits=RunnerLimits(rescan_interval=0.05, process_pool_min_bytes=0),
         executor=_ExplodingExecutor(),
     )
     (queue_id,) = spool.store([(_meta("acme", 1), message())])
@@ -177,7 +177,7 @@ async def test_a_broken_normaliser_pool_is_replaced_and_mail_still_flows(tmp_pat
         spool,
         webhook,
         RetrySchedule(initial=0.05, max_interval=0.05, max_age=60, jitter=0),
-        limits=RunnerLimits(rescan_interval=0.05),
+        limits=RunnerLimits(rescan_interval=0.05, process_pool_min_bytes=0),
         executor=_BrokenPool(),
         executor_factory=lambda: fresh,
     )
