@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import smtplib
@@ -19,6 +21,7 @@ from inbound.app import Postroom
 from inbound.config import Config, config_from_mapping
 
 SECRET = "test-secret"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 DOMAIN = "helpdesk.test"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,6 +126,12 @@ def send_raw_dialogue(port: int, lines: list[str], *, timeout: float = 10.0) -> 
         return replies
 
 
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, so no server outlives a test run."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class ServeProcess:
     """`postroom serve` as a child process, for crash tests."""
 
@@ -141,6 +150,7 @@ class ServeProcess:
             stderr=log,
             cwd=REPO,
             env=env,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
