@@ -118,16 +118,7 @@ class DeliveryRunner:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        report = await self._io(self.spool.recover)
-        if report.requeued or report.corrupted:
-            log.warning(
-                "recovered interrupted deliveries",
-                extra={
-                    "event": "recovery",
-                    "requeued": len(report.requeued),
-                    "corrupted": len(report.corrupted),
-                },
-            )
+        await self._io(self.spool.recover)
         await self._scan()
         self._main = asyncio.create_task(self._run(), name="postroom-delivery")
 

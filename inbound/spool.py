@@ -326,6 +326,16 @@ class Spool:
                 self.move(queue_id, ACTIVE, INCOMING)
                 report.requeued.append(queue_id)
         report.orphan_states_removed = self._remove_orphan_states()
+        if report.requeued or report.corrupted:
+            log.warning(
+                "recovered interrupted deliveries",
+                extra={
+                    "event": "recovery",
+                    "spool": str(self.root),
+                    "requeued": len(report.requeued),
+                    "corrupted": len(report.corrupted),
+                },
+            )
         return report
 
     def _remove_orphan_states(self) -> int:

@@ -100,12 +100,7 @@ class OutboundRunner:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        report = await asyncio.to_thread(self.spool.recover)
-        if report.requeued or report.corrupted:
-            log.warning(
-                "recovered interrupted deliveries",
-                extra={"requeued": len(report.requeued), "corrupted": len(report.corrupted)},
-            )
+        await asyncio.to_thread(self.spool.recover)
         self._main = asyncio.create_task(self._run(), name="postroom-outbound")
 
     async def stop(self, timeout: float = 30.0) -> None:

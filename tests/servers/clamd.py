@@ -10,17 +10,23 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import string
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import FIXTURES, DaemonProcess, ManagedServer, find_binary, free_port
+from tests.servers.daemon import (
+    FIXTURES,
+    DaemonProcess,
+    ManagedServer,
+    find_binary,
+    free_port,
+    running_in_tempdir,
+)
 
 CLAMAV_FIXTURES = FIXTURES / "clamav"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -83,16 +89,9 @@ class ClamdServer(ManagedServer):
             return False
 
 
-@contextmanager
-def running_clamd() -> Iterator[ClamdServer]:
+def running_clamd() -> contextlib.AbstractContextManager[ClamdServer]:
     """A started clamd in its own temp dir, stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="postroom-clamd-") as workdir:
-        server = ClamdServer(Path(workdir))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    return running_in_tempdir(ClamdServer, "postroom-clamd-")
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -187,3 +189,18 @@ class ManagedServer:
 
     def thaw(self) -> None:
         self.process.thaw()
+
+
+DaemonT = TypeVar("DaemonT", bound=ManagedServer)
+
+
+@contextlib.contextmanager
+def running_in_tempdir(start: Callable[[Path], DaemonT], prefix: str) -> Iterator[DaemonT]:
+    """A daemon made by `start(workdir)` in its own temp dir, started, and stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        server = start(Path(workdir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -7,15 +7,14 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import DaemonProcess, ManagedServer, find_binary, free_port
+from tests.servers.daemon import DaemonProcess, ManagedServer, find_binary, free_port, running_in_tempdir
 
 
 class RedisServer(ManagedServer):
@@ -54,16 +53,9 @@ def _command(host: str, port: int, command: bytes) -> bytes:
         return sock.recv(64)
 
 
-@contextmanager
-def running_redis() -> Iterator[RedisServer]:
+def running_redis() -> contextlib.AbstractContextManager[RedisServer]:
     """A started server in its own temp dir, stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="postroom-redis-") as workdir:
-        server = RedisServer(Path(workdir))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    return running_in_tempdir(RedisServer, "postroom-redis-")
 
 
 @pytest.fixture(scope="session")

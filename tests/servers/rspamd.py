@@ -14,18 +14,25 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.servers.daemon import FIXTURES, DaemonProcess, ManagedServer, find_binary, free_port
+from tests.servers.daemon import (
+    FIXTURES,
+    DaemonProcess,
+    ManagedServer,
+    find_binary,
+    free_port,
+    running_in_tempdir,
+)
 
 RSPAMD_FIXTURES = FIXTURES / "rspamd"
 RSPAMD_CACHE_DIR = Path("/var/tmp/postroom-test-rspamd")
@@ -115,16 +122,9 @@ def _nameserver(request: pytest.FixtureRequest) -> str:
     return str(dns_server.nameserver)
 
 
-@contextmanager
-def running_rspamd(nameserver: str) -> Iterator[RspamdServer]:
+def running_rspamd(nameserver: str) -> contextlib.AbstractContextManager[RspamdServer]:
     """A started Rspamd in its own temp dir (under /tmp, reachable by _rspamd), stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="postroom-rspamd-") as workdir:
-        server = RspamdServer(Path(workdir), nameserver)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    return running_in_tempdir(lambda workdir: RspamdServer(workdir, nameserver), "postroom-rspamd-")
 
 
 @pytest.fixture(scope="session")
