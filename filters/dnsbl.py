@@ -23,7 +23,7 @@ import dns.resolver
 from filters.base import Connection, Filter, Result, Stage, Transaction
 from filters.config import DnsblConfig
 from filters.deps import FilterDeps
-from filters.resolver import TtlCache, negative_ttl
+from filters.resolver import TtlCache, negative_ttl, uncached
 
 log = logging.getLogger("postroom.filters.dnsbl")
 
@@ -108,7 +108,8 @@ class DnsblFilter:
         self.zones = [zone.strip(".").lower() for zone in cfg.zones]
         self.health = {zone: ZoneHealth() for zone in self.zones}
         self.allow = [ipaddress.ip_network(entry, strict=False) for entry in cfg.allow]
-        self.resolver: dns.asyncresolver.Resolver = deps.resolver
+        # Our TTL cache holds interpreted answers; health probes must reach the zone's servers.
+        self.resolver: dns.asyncresolver.Resolver = uncached(deps.resolver)
         self.cache: TtlCache[tuple[str, str], ZoneAnswer] = TtlCache(cfg.cache_size, deps.monotonic)
         self._next_health_check: float | None = None
         self._refresh: asyncio.Task[dict[str, str]] | None = None

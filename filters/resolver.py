@@ -42,12 +42,30 @@ def make_resolver(cfg: DnsConfig) -> dns.asyncresolver.Resolver:
     else:
         resolver = dns.asyncresolver.Resolver(configure=True)
     _apply_timeouts(resolver, cfg.timeout)
+    if cfg.cache_size:
+        # The same sender domains, HELO names and client addresses come back message after message; a cache
+        # hit skips the query and dnspython's parsing of the answer (~0.5 ms of CPU per lookup).
+        resolver.cache = dns.resolver.LRUCache(cfg.cache_size)
     return resolver
 
 
 def sync_twin(resolver: dns.resolver.BaseResolver) -> dns.resolver.Resolver:
     """A blocking resolver with the same servers, search settings and time limits, for worker threads."""
     twin = dns.resolver.Resolver(configure=False)
+    twin.nameservers = list(resolver.nameservers)
+    twin.domain = resolver.domain
+    twin.search = list(resolver.search)
+    twin.use_search_by_default = resolver.use_search_by_default
+    twin.timeout = resolver.timeout
+    twin.lifetime = resolver.lifetime
+    twin.cache = resolver.cache  # dnspython's caches are thread-safe: the twin shares the answers
+    return twin
+
+
+def uncached(resolver: dns.asyncresolver.Resolver) -> dns.asyncresolver.Resolver:
+    """The same servers and limits without the shared answer cache, for a filter that caches by itself (and
+    whose health probes must reach the server)."""
+    twin = dns.asyncresolver.Resolver(configure=False)
     twin.nameservers = list(resolver.nameservers)
     twin.domain = resolver.domain
     twin.search = list(resolver.search)

@@ -146,6 +146,8 @@ class DeliveryConfig:
 class DnsConfig:
     nameservers: list[str] = field(default_factory=list)
     timeout: float = 3.0
+    # Answers kept (by their TTL, negative ones by the SOA minimum) and shared by every lookup; 0 = none.
+    cache_size: int = 50000
 
     def validate(self) -> None:
         for i, server in enumerate(self.nameservers):
@@ -156,6 +158,8 @@ class DnsConfig:
                 raise ConfigError(f"nameservers[{i}]", f"must be an IP address, got {host!r}") from None
         if self.timeout <= 0:
             raise ConfigError("timeout", "must be positive")
+        if self.cache_size < 0:
+            raise ConfigError("cache_size", "must not be negative")
 
 
 @dataclass

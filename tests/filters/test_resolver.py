@@ -10,9 +10,9 @@ import dns.nameserver
 import dns.resolver
 import pytest
 
-from filters.resolver import TtlCache, make_resolver, negative_ttl, parse_nameserver, sync_twin
+from filters.resolver import TtlCache, make_resolver, negative_ttl, parse_nameserver, sync_twin, uncached
 from inbound.config import DnsConfig
-from tests.servers.dns import DnsServer, UnresponsiveDnsServer
+from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 T = TypeVar("T")
 
@@ -100,3 +100,22 @@ def test_cache_drops_the_least_recently_used_entry_when_full() -> None:
     assert cache.get("a") == 1  # "b" is now the least recently used
     cache.put("c", 3, 60)
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (1, None, 3)
+
+
+def test_answers_are_shared_from_the_cache_by_every_lookup(counting_dns_proxy: CountingDnsProxy) -> None:
+    cached = make_resolver(DnsConfig(nameservers=[counting_dns_proxy.nameserver]))
+    twin = sync_twin(cached)  # what pyspf and dkimpy use in their worker threads
+    asyncio.run(cached.resolve("pass.spf.test.", "MX", search=False))
+    twin.resolve("pass.spf.test.", "MX", search=False)
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        asyncio.run(cached.resolve("absent.sender.test.", "A", search=False))
+    with pytest.raises(dns.resolver.NXDOMAIN):
+        twin.resolve("absent.sender.test.", "A", search=False)
+    assert counting_dns_proxy.count("pass.spf.test", "MX") == 1
+    assert counting_dns_proxy.count("absent.sender.test", "A") == 1
+    assert uncached(cached).cache is None
+
+    plain = make_resolver(DnsConfig(nameservers=[counting_dns_proxy.nameserver], cache_size=0))
+    for _ in range(2):
+        asyncio.run(plain.resolve("with-mx.sender.test.", "MX", search=False))
+    assert counting_dns_proxy.count("with-mx.sender.test", "MX") == 2
