@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from inbound.payload import TicketContext, build_ticket, ticket_json
 from inbound.retry import RetrySchedule
 from inbound.spool import ACTIVE, CORRUPT, DEAD, DEFERRED, INCOMING, DeliveryState, Spool, SpoolError
+from inbound.taskdrain import drain_tasks
 from inbound.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
 
 log = logging.getLogger("postroom.delivery")
@@ -128,10 +129,7 @@ class DeliveryRunner:
         self._wakeup.set()
         if self._main is not None:
             await self._main
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()  # an interrupted attempt stays in active/ and is recovered next start
+        await drain_tasks(self._tasks, timeout)
 
     def wake(self, queued: Sequence[tuple[str, str]]) -> None:
         """New messages in incoming/: (queue id, tenant) pairs, from the listener right after its 250."""

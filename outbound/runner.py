@@ -28,6 +28,7 @@ import dns.asyncresolver
 from inbound.config import Config
 from inbound.retry import RetrySchedule
 from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool, SpoolError, new_queue_id
+from inbound.taskdrain import drain_tasks
 from outbound.mx import MxLookupError, resolve_targets
 from outbound.scheduler import DeliveryScheduler, Destination
 from outbound.sender import Envelope, RecipientResult, SessionSettings, deliver
@@ -109,12 +110,7 @@ class OutboundRunner:
         self._wakeup.set()
         if self._main is not None:
             await self._main
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()  # its entries stay in active/ and are recovered at the next start
-            if pending:
-                await asyncio.wait(pending, timeout=5.0)
+        await drain_tasks(self._tasks, timeout)
 
     def wake(self, queue_ids: Sequence[str] = ()) -> None:
         """Something was queued: look at incoming/ now rather than at the next rescan.
