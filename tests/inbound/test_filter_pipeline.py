@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,30 @@ def _config(tmp_path: Path, url: str, dns: DnsServer, filters: dict[str, Any]) -
     return make_config(tmp_path / "spool", url, dns={"nameservers": [dns.nameserver]}, filters=filters)
 
 
-async def test_clean_mail_passes_every_filter_and_the_ticket_shows_each_verdict(
+ConfigFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def pipeline_config(
     tmp_path: Path,
     helpdesk: TicketReceiver,
     dns_server: DnsServer,
     clamd_server: ClamdServer,
     rspamd_server: RspamdServer,
+) -> ConfigFactory:
+    """A config with every filter on against the real daemons; keyword arguments override filter sections."""
+
+    def make(**overrides: dict[str, Any]) -> Any:
+        filters = _filters(dns_server, clamd_server, rspamd_server, **overrides)
+        return _config(tmp_path, helpdesk.url, dns_server, filters)
+
+    return make
+
+
+async def test_clean_mail_passes_every_filter_and_the_ticket_shows_each_verdict(
+    pipeline_config: ConfigFactory, helpdesk: TicketReceiver
 ) -> None:
-    config = _config(tmp_path, helpdesk.url, dns_server, _filters(dns_server, clamd_server, rspamd_server))
+    config = pipeline_config()
     async with running(config):
         result = await asyncio.to_thread(_send_as_clean_client, config)
         assert result.code == 250, result
@@ -104,13 +121,9 @@ async def test_clean_mail_passes_every_filter_and_the_ticket_shows_each_verdict(
 
 
 async def test_listed_client_is_refused_at_connect_naming_the_zone(
-    tmp_path: Path,
-    helpdesk: TicketReceiver,
-    dns_server: DnsServer,
-    clamd_server: ClamdServer,
-    rspamd_server: RspamdServer,
+    pipeline_config: ConfigFactory, helpdesk: TicketReceiver
 ) -> None:
-    config = _config(tmp_path, helpdesk.url, dns_server, _filters(dns_server, clamd_server, rspamd_server))
+    config = pipeline_config()
     async with running(config):
         listed = await asyncio.to_thread(
             send, smtp_port(config), [f"a@acme.{DOMAIN}"], source_ip="127.0.0.66"
@@ -126,16 +139,9 @@ async def test_listed_client_is_refused_at_connect_naming_the_zone(
     ids=["eicar", "gtube"],
 )
 async def test_virus_and_spam_are_refused_at_data(
-    tmp_path: Path,
-    helpdesk: TicketReceiver,
-    dns_server: DnsServer,
-    clamd_server: ClamdServer,
-    rspamd_server: RspamdServer,
-    body: str,
-    code: int,
-    needle: str,
+    pipeline_config: ConfigFactory, body: str, code: int, needle: str
 ) -> None:
-    config = _config(tmp_path, helpdesk.url, dns_server, _filters(dns_server, clamd_server, rspamd_server))
+    config = pipeline_config()
     async with running(config) as app:
         result = await asyncio.to_thread(_send_as_clean_client, config, body + "\r\n")
         assert app.spool.ids("incoming") == []
@@ -143,14 +149,9 @@ async def test_virus_and_spam_are_refused_at_data(
 
 
 async def test_observe_mode_changes_no_reply_but_records_what_it_would_have_done(
-    tmp_path: Path,
-    helpdesk: TicketReceiver,
-    dns_server: DnsServer,
-    clamd_server: ClamdServer,
-    rspamd_server: RspamdServer,
+    pipeline_config: ConfigFactory, helpdesk: TicketReceiver
 ) -> None:
-    filters = _filters(dns_server, clamd_server, rspamd_server, clamav={"mode": "observe"})
-    config = _config(tmp_path, helpdesk.url, dns_server, filters)
+    config = pipeline_config(clamav={"mode": "observe"})
     async with running(config):
         result = await asyncio.to_thread(_send_as_clean_client, config, EICAR + "\r\n")
         assert result.code == 250

@@ -68,6 +68,18 @@ def _config(
     )
 
 
+@pytest.fixture
+def relay_config(
+    tmp_path: Path,
+    dns_server: DnsServer,
+    mx_farm: MxFarm,
+    tls_files: TlsFiles,
+    user_hashes: dict[str, str],
+    helpdesk: TicketReceiver,
+) -> Config:
+    return _config(tmp_path, dns_server, mx_farm, tls_files, user_hashes, helpdesk.url)
+
+
 def _submit(port: int, rcpt: str) -> tuple[int, bytes]:
     """Authenticate over STARTTLS and submit one notification; returns the RCPT reply."""
     context = ssl.create_default_context()
@@ -103,14 +115,9 @@ def _rcpt_reply(port: int, rcpt: str) -> tuple[int, bytes]:
 
 
 async def test_notification_delivered_bounce_suppresses_and_makes_no_ticket(
-    tmp_path: Path,
-    dns_server: DnsServer,
-    mx_farm: MxFarm,
-    tls_files: TlsFiles,
-    user_hashes: dict[str, str],
-    helpdesk: TicketReceiver,
+    relay_config: Config, mx_farm: MxFarm, helpdesk: TicketReceiver
 ) -> None:
-    config = _config(tmp_path, dns_server, mx_farm, tls_files, user_hashes, helpdesk.url)
+    config = relay_config
     async with running(config) as app:
         submission = app.outbound.submission
         assert submission is not None
@@ -143,17 +150,9 @@ async def test_notification_delivered_bounce_suppresses_and_makes_no_ticket(
         assert app.spool.ids("incoming") == [] and app.spool.ids("deferred") == []
 
 
-async def test_forged_bounce_address_is_not_accepted(
-    tmp_path: Path,
-    dns_server: DnsServer,
-    mx_farm: MxFarm,
-    tls_files: TlsFiles,
-    user_hashes: dict[str, str],
-    helpdesk: TicketReceiver,
-) -> None:
-    config = _config(tmp_path, dns_server, mx_farm, tls_files, user_hashes, helpdesk.url)
-    async with running(config) as app:
-        port = smtp_port(config)
+async def test_forged_bounce_address_is_not_accepted(relay_config: Config) -> None:
+    async with running(relay_config) as app:
+        port = smtp_port(relay_config)
         forged = f"bounce+0000000000000000-X-victim=example.org@{BOUNCE_DOMAIN}"
         code, reply = await asyncio.to_thread(_rcpt_reply, port, forged)
         assert code == 550 and reply.startswith(b"5.1.1")
