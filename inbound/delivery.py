@@ -20,7 +20,18 @@ from typing import Any, TypeVar
 
 from inbound.payload import TicketContext, build_ticket, ticket_json
 from inbound.retry import RetrySchedule
-from inbound.spool import ACTIVE, CORRUPT, DEAD, DEFERRED, INCOMING, DeliveryState, Spool, SpoolError
+from inbound.spool import (
+    ACTIVE,
+    CORRUPT,
+    DEAD,
+    DEFERRED,
+    INCOMING,
+    Claim,
+    DeliveryState,
+    NotDue,
+    Spool,
+    SpoolError,
+)
 from inbound.taskdrain import drain_tasks
 from inbound.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
 
@@ -35,6 +46,15 @@ class RunnerLimits:
     rescan_interval: float = 2.0
     max_inline_attachment_bytes: int = 10 * 1024 * 1024
     process_pool_min_bytes: int = 131072  # smaller messages are parsed in a thread
+
+
+@dataclass
+class Prepared:
+    """A claimed message and, once built, its ticket body (or why it could not be built)."""
+
+    claim: Claim
+    body: bytes | None = None
+    error: str = ""
 
 
 def make_ticket_body(raw: bytes, meta: dict[str, Any], max_inline_attachment_bytes: int) -> bytes:
@@ -94,8 +114,11 @@ class DeliveryRunner:
         metrics: Any | None = None,
         on_outcome: Callable[[str, str, Outcome], None] | None = None,
         spool_io: Executor | None = None,
+        shared_spool: bool = False,
     ) -> None:
         self.spool = spool
+        # Sibling worker processes use the same spool: at start only their abandoned attempts are recovered.
+        self.shared_spool = shared_spool
         self.webhook = webhook
         self.schedule = schedule
         self.limits = limits
@@ -119,7 +142,7 @@ class DeliveryRunner:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._io(self.spool.recover)
+        await self._io(self.spool.recover_abandoned if self.shared_spool else self.spool.recover)
         await self._scan()
         self._main = asyncio.create_task(self._run(), name="postroom-delivery")
 
@@ -240,53 +263,70 @@ class DeliveryRunner:
 
     async def _attempt(self, queue_id: str, tenant: str) -> None:
         due: float | None = None
+        prepared: Prepared | None = None
         try:
-            claimed = await self._io(self._claim, queue_id)
-            if claimed is not None:
-                meta, raw, state = claimed
-                due = await self._deliver(queue_id, tenant, meta, raw, state)
+            found = await self._io(self._prepare, queue_id, self.clock())
+            if isinstance(found, NotDue):
+                due = found.at  # a sibling worker retried it meanwhile: its new time stands
+            elif found is not None:
+                prepared = found
+                due = await self._deliver(queue_id, tenant, prepared)
         finally:
+            if prepared is not None:
+                # After the file left active/ — or, if the attempt was cancelled, to mark it abandoned.
+                prepared.claim.release()
             # Heap and id set are touched only here, on the event loop thread.
             if due is None:
                 self._known.discard(queue_id)
             else:
                 heapq.heappush(self._deferred, (due, queue_id, tenant))
 
-    def _claim(self, queue_id: str) -> tuple[dict[str, Any], bytes, DeliveryState] | None:
-        for source in (INCOMING, DEFERRED):
-            if self.spool.move(queue_id, source, ACTIVE):
-                message = self.spool.read(ACTIVE, queue_id)
-                return message.meta, message.raw, self.spool.load_state(queue_id)
-        return None  # delivered, replayed or removed meanwhile
+    def _prepare(self, queue_id: str, now: float) -> Prepared | NotDue | None:
+        """Claim the message and, when it is small, build its ticket in the same thread hop."""
+        claim = self.spool.claim(queue_id, now=now)
+        if not isinstance(claim, Claim):
+            return claim
+        prepared = Prepared(claim)
+        if len(claim.raw) < self.limits.process_pool_min_bytes:
+            # ~0.1 ms of parsing: cheaper here than pickling to another process and back.
+            try:
+                prepared.body = make_ticket_body(
+                    claim.raw, claim.meta, self.limits.max_inline_attachment_bytes
+                )
+            except Exception as exc:  # handled like the pool's failures: a crash, counted
+                log.exception("could not build ticket", extra={"queue_id": queue_id})
+                prepared.error = f"{type(exc).__name__}: {exc}"
+        return prepared
 
-    async def _deliver(
-        self, queue_id: str, tenant: str, meta: dict[str, Any], raw: bytes, state: DeliveryState
-    ) -> float | None:
+    async def _deliver(self, queue_id: str, tenant: str, prepared: Prepared) -> float | None:
         """One attempt; returns when to try again, or None when the message left the queue."""
-        attempt = state.attempts + 1
-        try:
-            body = await self._build_body(raw, meta)
-        except Exception as exc:  # a normaliser bug must not loop forever: count it like a crash
-            log.exception("could not build ticket", extra={"queue_id": queue_id, "tenant": tenant})
-            return await self._io(self._record_crash, queue_id, tenant, f"{type(exc).__name__}: {exc}")
+        claim = prepared.claim
+        attempt = claim.state.attempts + 1
+        body = prepared.body
+        if body is None and not prepared.error:
+            try:
+                body = await self._build_in_pool(claim.raw, claim.meta)
+            except Exception as exc:  # a normaliser bug must not loop forever: count it like a crash
+                log.exception("could not build ticket", extra={"queue_id": queue_id, "tenant": tenant})
+                prepared.error = f"{type(exc).__name__}: {exc}"
+        if body is None:
+            return await self._io(self._record_crash, queue_id, tenant, prepared.error)
         started = time.perf_counter()
         outcome = await self.webhook.post(body, ticket_id=queue_id, tenant=tenant, attempt=attempt)
         if self.metrics is not None:
             self.metrics.webhook_attempt(_outcome_name(outcome), time.perf_counter() - started)
         if self.on_outcome is not None:
             self.on_outcome(queue_id, tenant, outcome)
-        return await self._io(self._record, queue_id, tenant, state, attempt, outcome)
+        return await self._io(self._record, queue_id, tenant, claim.state, attempt, outcome)
 
-    async def _build_body(self, raw: bytes, meta: dict[str, Any]) -> bytes:
+    async def _build_in_pool(self, raw: bytes, meta: dict[str, Any]) -> bytes:
+        """Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL."""
         loop = asyncio.get_running_loop()
-        limit = self.limits.max_inline_attachment_bytes
-        if len(raw) < self.limits.process_pool_min_bytes:
-            # ~0.1 ms of parsing: a thread is cheaper than pickling to another process and back.
-            return await asyncio.to_thread(make_ticket_body, raw, meta, limit)
-        # Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL.
         executor = self.executor
         try:
-            return await loop.run_in_executor(executor, make_ticket_body, raw, meta, limit)
+            return await loop.run_in_executor(
+                executor, make_ticket_body, raw, meta, self.limits.max_inline_attachment_bytes
+            )
         except BrokenExecutor:
             if self.executor_factory is not None and self.executor is executor:
                 log.error("normaliser pool broke, starting a new one", extra={"event": "pool_restart"})

@@ -14,11 +14,17 @@ Layout under the spool root::
 A message file is ``POSTROOM1 <meta length>\\n`` + the envelope/meta JSON + ``\\n`` + the raw message, written
 to tmp/, fsynced, renamed into incoming/ and the directory fsynced before the listener answers 250.
 All methods block on disk: async callers run them in a thread.
+
+A delivery attempt holds an exclusive flock(2) on its message file from the claim until the file leaves
+active/ (see `claim`). The kernel drops the lock when the process dies, however it dies, so recovery can tell
+an attempt in flight in another process (a sibling worker) from one abandoned by a crash, and several
+workers can share one spool without stealing each other's work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
@@ -93,6 +99,29 @@ class DeliveryState:
     def from_dict(cls, data: dict[str, Any]) -> DeliveryState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+@dataclass
+class Claim:
+    """A message this process is delivering; its file stays locked until `release()`."""
+
+    queue_id: str
+    meta: dict[str, Any]
+    raw: bytes
+    state: DeliveryState
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(frozen=True)
+class NotDue:
+    """The message is deferred until `at` (another worker retried it meanwhile and moved its time)."""
+
+    at: float
 
 
 @dataclass
@@ -259,6 +288,49 @@ class Spool:
             self._sync_dir(self.root / dst)
         return True
 
+    def claim(self, queue_id: str, *, now: float) -> Claim | NotDue | None:
+        """Take a message from incoming/ or (when due) deferred/ into active/ for one attempt.
+
+        None when it is gone or another process is claiming it right now. The lock is taken on the file
+        before the rename (a lock follows the inode) so there is no instant at which the message is in
+        active/ unlocked while its attempt is alive.
+        """
+        for source in (INCOMING, DEFERRED):
+            fd = self._lock(self.path(source, queue_id))
+            if fd is None:
+                continue
+            try:
+                state = self.load_state(queue_id)
+                due = state.next_attempt_at
+                if source == DEFERRED and due is not None and due > now:
+                    os.close(fd)
+                    return NotDue(due)
+                if not self.move(queue_id, source, ACTIVE):
+                    os.close(fd)  # the CLI moved it meanwhile
+                    continue
+                meta, raw = decode_message(_read_fd(fd))
+            except BaseException:
+                os.close(fd)
+                raise
+            return Claim(queue_id, meta, raw, state, fd)
+        return None
+
+    def _lock(self, path: Path) -> int | None:
+        """An open, exclusively locked descriptor of `path`; None if it is missing or locked elsewhere."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Renamed or finished between our open and our lock: what we locked is no longer at `path`.
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError(path)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        return fd
+
     def finish(self, queue_id: str) -> None:
         """Delivered: keep in done/ or remove, with its state file."""
         if self.keep_delivered:
@@ -303,29 +375,35 @@ class Spool:
     # ---- start-up -----------------------------------------------------------------------------------------
 
     def recover(self) -> RecoveryReport:
-        """Return interrupted work to the queue; a message that keeps crashing the runner goes to corrupt/."""
+        """Start-up, while no other process uses the spool: clear tmp/, return interrupted work to the queue
+        (a message that keeps crashing the runner goes to corrupt/), drop state files of vanished messages."""
         report = RecoveryReport()
         for name in os.listdir(self.root / TMP):
             with contextlib.suppress(OSError):
                 (self.root / TMP / name).unlink()
                 report.tmp_removed += 1
-        for queue_id in self.ids(ACTIVE):
-            state = self.load_state(queue_id)
-            state.crashes += 1
-            state.attempts += 1  # the interrupted attempt counts: a crash never resets the count
-            state.add_history({"at": self.clock(), "event": "interrupted"})
-            self.save_state(queue_id, state)
-            if state.crashes >= self.corrupt_after_crashes:
-                self.move(queue_id, ACTIVE, CORRUPT)
-                report.corrupted.append(queue_id)
-                log.error(
-                    "message interrupted its delivery too often, moved to corrupt/",
-                    extra={"queue_id": queue_id, "crashes": state.crashes},
-                )
-            else:
-                self.move(queue_id, ACTIVE, INCOMING)
-                report.requeued.append(queue_id)
+        self._requeue_abandoned(report)
         report.orphan_states_removed = self._remove_orphan_states()
+        return report
+
+    def recover_abandoned(self) -> RecoveryReport:
+        """Safe while sibling workers run: requeue only attempts whose process died (their lock is gone).
+
+        tmp/ and orphan state files are left to the next full `recover()`: another worker may be writing.
+        """
+        report = RecoveryReport()
+        self._requeue_abandoned(report)
+        return report
+
+    def _requeue_abandoned(self, report: RecoveryReport) -> None:
+        for queue_id in self.ids(ACTIVE):
+            fd = self._lock(self.path(ACTIVE, queue_id))
+            if fd is None:
+                continue  # finished meanwhile, or an attempt alive in another process
+            try:
+                self._requeue_interrupted(queue_id, report)
+            finally:
+                os.close(fd)
         if report.requeued or report.corrupted:
             log.warning(
                 "recovered interrupted deliveries",
@@ -336,7 +414,23 @@ class Spool:
                     "corrupted": len(report.corrupted),
                 },
             )
-        return report
+
+    def _requeue_interrupted(self, queue_id: str, report: RecoveryReport) -> None:
+        state = self.load_state(queue_id)
+        state.crashes += 1
+        state.attempts += 1  # the interrupted attempt counts: a crash never resets the count
+        state.add_history({"at": self.clock(), "event": "interrupted"})
+        self.save_state(queue_id, state)
+        if state.crashes >= self.corrupt_after_crashes:
+            self.move(queue_id, ACTIVE, CORRUPT)
+            report.corrupted.append(queue_id)
+            log.error(
+                "message interrupted its delivery too often, moved to corrupt/",
+                extra={"queue_id": queue_id, "crashes": state.crashes},
+            )
+        else:
+            self.move(queue_id, ACTIVE, INCOMING)
+            report.requeued.append(queue_id)
 
     def _remove_orphan_states(self) -> int:
         removed = 0
@@ -360,6 +454,13 @@ class Spool:
             oldest = (now - queued_at_from_id(ids[0])) if ids else None
             summary[state] = (len(ids), oldest)
         return summary
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def queued_at_from_id(queue_id: str) -> float:

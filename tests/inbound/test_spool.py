@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,9 @@ from inbound.spool import (
     CORRUPT,
     DEFERRED,
     INCOMING,
+    Claim,
     DeliveryState,
+    NotDue,
     Spool,
     SpoolError,
     SpoolFull,
@@ -122,3 +126,78 @@ def test_counts_report_oldest_age(tmp_path: Path) -> None:
     now[0] += 30
     count, oldest = spool.counts()[INCOMING]
     assert count == 1 and oldest == pytest.approx(30, abs=0.01)
+
+
+# ---- claims: a locked file is an attempt in flight, in this process or a sibling worker -------------------
+
+
+def test_claim_takes_the_message_into_active_with_its_content(spool: Spool) -> None:
+    (queue_id,) = spool.store([({"tenant": "acme"}, b"raw bytes")])
+    claim = spool.claim(queue_id, now=0.0)
+    assert isinstance(claim, Claim)
+    assert (claim.meta["tenant"], claim.raw, claim.state.attempts) == ("acme", b"raw bytes", 0)
+    assert spool.locate(queue_id) == ACTIVE
+    assert spool.claim(queue_id, now=0.0) is None  # nothing left to take
+    claim.release()
+    claim.release()  # idempotent
+
+
+def test_recover_abandoned_leaves_a_live_attempt_alone(spool: Spool) -> None:
+    (queue_id,) = spool.store([({}, b"x")])
+    claim = spool.claim(queue_id, now=0.0)
+    assert isinstance(claim, Claim)
+    assert spool.recover_abandoned().requeued == []
+    assert spool.recover().requeued == []  # even the full recovery: the lock says it is alive
+    assert spool.locate(queue_id) == ACTIVE
+    claim.release()  # the attempt ends without moving the file: abandoned
+    assert spool.recover_abandoned().requeued == [queue_id]
+    assert spool.locate(queue_id) == INCOMING
+    assert spool.load_state(queue_id).crashes == 1
+
+
+def test_a_claim_held_by_another_process_is_skipped(spool: Spool) -> None:
+    (queue_id,) = spool.store([({}, b"x")])
+    spool.move(queue_id, INCOMING, DEFERRED)
+    holder = _hold_lock(spool.path(DEFERRED, queue_id))
+    try:
+        assert spool.claim(queue_id, now=0.0) is None  # another worker is claiming it right now
+        assert spool.locate(queue_id) == DEFERRED
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_attempt_of_a_killed_worker_is_recovered_by_a_sibling(spool: Spool) -> None:
+    (queue_id,) = spool.store([({}, b"x")])
+    spool.move(queue_id, INCOMING, ACTIVE)
+    holder = _hold_lock(spool.path(ACTIVE, queue_id))
+    assert spool.recover_abandoned().requeued == []
+    holder.kill()  # SIGKILL: the kernel releases the lock, nothing else runs
+    holder.wait()
+    assert spool.recover_abandoned().requeued == [queue_id]
+    assert spool.locate(queue_id) == INCOMING
+
+
+def test_deferred_message_is_not_claimed_before_its_time(spool: Spool) -> None:
+    (queue_id,) = spool.store([({}, b"x")])
+    spool.save_state(queue_id, DeliveryState(attempts=1, next_attempt_at=100.0))
+    spool.move(queue_id, INCOMING, DEFERRED)
+    assert spool.claim(queue_id, now=99.0) == NotDue(100.0)
+    assert spool.locate(queue_id) == DEFERRED
+    claim = spool.claim(queue_id, now=100.0)
+    assert isinstance(claim, Claim) and claim.state.attempts == 1
+    claim.release()
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[bytes]:
+    """A separate process holding an exclusive flock on `path` until killed (a sibling worker)."""
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "sys.stdout.write('locked\\n'); sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    return holder
