@@ -71,10 +71,13 @@ class Postroom:
     ops: OpsServer | None = None
     closers: list[Any] = field(default_factory=list)
 
+    worker: int | None = None
+
     @classmethod
-    async def build(cls, config: Config) -> Postroom:
+    async def build(cls, config: Config, *, worker: int | None = None) -> Postroom:
+        """`worker`: this process's index under the supervisor (`[smtp] workers` > 1), else None."""
         spool = await asyncio.to_thread(open_spool, config)
-        metrics = Metrics()
+        metrics = Metrics(process_metrics=worker is None)
         metrics.watch_spool("inbound", spool)
         wh = config.webhook
         webhook = WebhookClient(
@@ -101,6 +104,7 @@ class Postroom:
             executor_factory=lambda: make_executor(config.delivery.normalize_workers),
             metrics=metrics,
             spool_io=spool_io,
+            shared_spool=worker is not None,
         )
         closers: list[Any] = []
         redis_client = None
@@ -127,7 +131,10 @@ class Postroom:
             closer = getattr(flt, "aclose", None)
             if closer is not None:
                 closers.append(closer)
-        outbound = OutboundService(config, resolver=deps.resolver, redis=redis_client, metrics=metrics)
+        # One relay per node: its per-destination limits and its queue are not shared between workers.
+        outbound = OutboundService(
+            config, resolver=deps.resolver, redis=redis_client, metrics=metrics, relay=worker in (None, 0)
+        )
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
         pressure = None
         if config.backpressure.enabled:
@@ -152,23 +159,23 @@ class Postroom:
             tls = load_tls_context(config.smtp.tls_cert, config.smtp.tls_key)
         listener = SmtpListener(config, handler, tls_context=tls)
         ops = None
-        if config.metrics.listen:
+        if config.metrics.listen and worker is None:  # under a supervisor, the supervisor serves it
             ops = OpsServer(config.metrics.listen, metrics, [spool_check(spool), *dependency_checks(config)])
         closers.append(_async_shutdown(spool_io))
-        return cls(
-            config, spool, runner, handler, listener, webhook, executor, metrics, outbound, ops, closers
-        )
+        parts = (runner, handler, listener, webhook, executor, metrics, outbound, ops, closers, worker)
+        return cls(config, spool, *parts)
 
     async def start(self) -> None:
         if self.ops is not None:
             await self.ops.start()
         await self.runner.start()
         await self.outbound.start()
-        await self.listener.start()
+        await self.listener.start(reuse_port=self.worker is not None)
         log.info(
             "postroom started",
             extra={
                 "event": "started",
+                "worker": self.worker,
                 "listen": self.config.smtp.listen,
                 "spool": str(self.spool.root),
                 "filters": [f.name for f in self.handler.chain.filters],
@@ -284,13 +291,17 @@ def _async_shutdown(pool: ThreadPoolExecutor) -> Any:
 
 
 async def serve(
-    config: Config, *, config_path: str | None = None, ready: asyncio.Event | None = None
+    config: Config,
+    *,
+    config_path: str | None = None,
+    ready: asyncio.Event | None = None,
+    worker: int | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP re-reads `config_path` (routing, tenant list, logging)."""
     loop = asyncio.get_running_loop()
     # Filters run blocking libraries (pyspf, dkimpy) in the default pool; each check is time-bounded.
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="postroom-filter"))
-    app = await Postroom.build(config)
+    app = await Postroom.build(config, worker=worker)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -134,10 +134,15 @@ def _add_dead_letter(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from inbound.app import serve
     from inbound.logsetup import configure_logging
+    from inbound.workers import supervise, worker_index
 
     config: Config = args.config_obj
     configure_logging(config)
-    _run_async(serve(config, config_path=args.config))
+    worker = worker_index()
+    if worker is None and config.smtp.workers > 1:  # only a config file can ask for workers
+        _run_async(supervise(config, os.path.abspath(args.config)))
+    else:
+        _run_async(serve(config, config_path=args.config, worker=worker))
     return 0
 
 
@@ -288,5 +293,6 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    # Like the `postroom` entry point: no handler of our own until a command configures logging (serve
+    # installs the JSON one; a second root handler here would print every warning twice).
     sys.exit(main())

@@ -49,12 +49,15 @@ class SmtpConfig:
     tls_key: str = ""
     proxy_protocol: bool = False
     proxy_protocol_timeout: float = 5.0
+    # Processes that each run the listener (sharing the port with SO_REUSEPORT) and a delivery runner over
+    # the one spool, under a supervisor. 1 = a single process, no supervisor.
+    workers: int = 1
 
     def validate(self) -> None:
         parse_hostport(self.listen, "listen")
         if "." not in self.hostname.strip(".") or " " in self.hostname:
             raise ConfigError("hostname", f"must be a fully-qualified domain name, got {self.hostname!r}")
-        for name in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip"):
+        for name in ("max_message_size", "max_recipients", "max_sessions", "max_sessions_per_ip", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
         for name in ("command_timeout", "session_timeout", "proxy_protocol_timeout"):

@@ -8,6 +8,10 @@ Label cardinality is bounded. Stages, results and outcomes come from fixed sets 
 outbound destinations and refusal/dead-letter reasons go through a `LabelGuard`: the first N distinct values
 (plus any pre-registered with `known_tenants`) keep their own series, every later value is counted as
 "other". A flood of mail for random tenants or to random domains therefore cannot grow the series set.
+
+With `[smtp] workers` > 1 each worker process counts into prometheus-client's multiprocess files (the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before starting them) and the supervisor serves `MergedMetrics`:
+the sum over workers, living and dead, plus the spool gauges it reads itself.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Literal, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -136,7 +141,10 @@ class Metrics:
 
         self._sessions = Counter("postroom_smtp_sessions", "SMTP sessions opened.", registry=reg)
         self._sessions_active = Gauge(
-            "postroom_smtp_sessions_active", "SMTP sessions now open.", registry=reg
+            "postroom_smtp_sessions_active",
+            "SMTP sessions now open.",
+            registry=reg,
+            multiprocess_mode="livesum",  # workers: the sum over the living ones
         )
         self._accepted = Counter(
             "postroom_messages_accepted",
@@ -225,5 +233,32 @@ class Metrics:
 
         Blocks on disk (the spool collector lists directories): call it from a worker thread.
         """
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return render_registry(self.registry, accept)
+
+
+class MergedMetrics:
+    """The supervisor's /metrics: every worker's metrics from the multiprocess directory, summed."""
+
+    def __init__(self, directory: str) -> None:
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
+        self.spools = SpoolCollector()
+        self.registry.register(self.spools)
+        ProcessCollector(registry=self.registry)  # the supervisor's own process
+
+    def watch_spool(self, queue: str, spool: SpoolCounts) -> None:
+        self.spools.watch(queue, spool)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        return render_registry(self.registry, accept)
+
+
+class Renders(Protocol):
+    """What the ops endpoint serves on /metrics: `Metrics` in one process, `MergedMetrics` over workers."""
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]: ...
+
+
+def render_registry(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type

@@ -15,7 +15,7 @@ from http import HTTPStatus
 
 import orjson
 
-from inbound.metrics import Metrics
+from inbound.metrics import Renders
 from inbound.readiness import CheckResult, ReadinessCheck
 
 log = logging.getLogger("postroom.ops")
@@ -36,7 +36,7 @@ class OpsServer:
     def __init__(
         self,
         listen: str,
-        metrics: Metrics,
+        metrics: Renders,
         checks: Sequence[ReadinessCheck] = (),
         *,
         check_timeout: float = 3.0,

@@ -32,7 +32,9 @@ class OutboundService:
         resolver: dns.asyncresolver.Resolver,
         redis: Any | None = None,
         metrics: Any | None = None,
+        relay: bool = True,
     ) -> None:
+        """`relay=False`: bounce intake only (a worker other than the one that runs the relay)."""
         self.config = config
         self.runner: OutboundRunner | None = None
         self.submission: SubmissionServer | None = None
@@ -41,11 +43,11 @@ class OutboundService:
             return  # inbound only: no outbound spool directory, no suppression file
         self.spool = Spool(config.outbound.spool_dir(config.spool.path)).create()
         self.suppression: SuppressionList = open_suppression(config, redis)
-        if config.outbound.enabled:
+        if config.outbound.enabled and relay:
             self.runner = OutboundRunner(
                 config, spool=self.spool, suppression=self.suppression, resolver=resolver
             )
-        if config.submission.enabled:
+        if config.submission.enabled and relay:
             self.submission = SubmissionServer(config, spool=self.spool, suppression=self.suppression)
             if self.runner is not None:
                 runner = self.runner
