@@ -72,6 +72,7 @@ class Plan:
     without: tuple[str, ...]
     stall: float
     max_minutes: float
+    workers: int
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -102,6 +103,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         "--stall", type=float, default=30.0, help="stop waiting for tickets after this idle time"
     )
     parser.add_argument("--max-minutes", type=float, default=45.0, help="hard limit for the whole run")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Postroom's [smtp] workers (default: one per core, the recommended setting)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts: about a minute")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--py-spy", action="store_true", help="profile Postroom in an extra, unmeasured run")
@@ -131,6 +138,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         systems, profiles, values["messages"], args.sessions, args.per_session, args.mix, args.rate,
         values["rate_messages"], values["spool_messages"], args.spool_profile, values["postfix_messages"],
         values["postfix_rate_messages"], values["warmup"], without, args.stall, args.max_minutes,
+        args.workers,
     )  # fmt: skip
     return plan, args
 
@@ -276,7 +284,7 @@ async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str,
     try:
         with profile_services(profiles, workdir) as services:
             await receiver.start()
-            ctx = Context(workdir, receiver.url, secret, services, plan.without)
+            ctx = Context(workdir, receiver.url, secret, services, plan.without, plan.workers)
             bench = Bench(plan, ctx, receiver)
             if args.py_spy:
                 bench.py_spy = args.out

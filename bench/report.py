@@ -143,7 +143,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{settings['sources']} source addresses, mix `{settings['mix']}`; throughput over "
         f"{settings['messages']:,} messages (Postfix: {settings['postfix_messages']:,}), latency at "
         f"{settings['rate']:g} msgs/s offered over {settings['rate_messages']:,} messages (Postfix: "
-        f"{settings['postfix_rate_messages']:,}).  ",
+        f"{settings['postfix_rate_messages']:,}). Postroom runs `[smtp] workers = "
+        f"{settings.get('workers', 1)}`.  ",
         f"Command: `{doc['command']}`",
         "",
         "| system | profile | msgs/s end to end | accept ms p50 / p95 / p99 | delivery ms p50 / p99 "

@@ -27,6 +27,7 @@ class Context:
     secret: str
     services: Services = field(default_factory=Services)
     filters_off: tuple[str, ...] = ()  # Postroom filters forced off in every profile (--without)
+    workers: int = 1  # Postroom's [smtp] workers
 
 
 class System:
@@ -122,7 +123,7 @@ class Postroom(System):
                 secret=self.ctx.secret,
                 services=self.ctx.services,
                 without=self.ctx.filters_off,
-                overrides=self.overrides,
+                overrides={"smtp": {"workers": self.ctx.workers}, **(self.overrides or {})},
             )
         )
         argv = [sys.executable, "-m", "inbound.cli", "serve", "--config", str(config)]
