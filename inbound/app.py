@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from filters.base import Verdict
 from filters.blocklist import blocklist_path
@@ -24,29 +23,20 @@ from filters.deps import FilterDeps
 from filters.registry import build_filters
 from filters.resolver import make_resolver
 from inbound.circuit import BackPressure
-from inbound.config import Config, load_config, parse_hostport
+from inbound.config import Config, load_config
 from inbound.configload import ConfigError
 from inbound.delivery import DeliveryRunner, RunnerLimits
 from inbound.metrics import Metrics
 from inbound.ops_http import OpsServer
-from inbound.readiness import ReadinessCheck, spool_check, tcp_check
+from inbound.readiness import dependency_checks, spool_check
 from inbound.retry import RetrySchedule
 from inbound.routing import Router
 from inbound.smtp import InboundHandler, SmtpListener, load_tls_context
-from inbound.spool import Spool
+from inbound.spool import Spool, open_spool
 from inbound.webhook import WebhookClient
 from outbound.service import OutboundService
 
 log = logging.getLogger("postroom.app")
-
-
-def open_spool(config: Config) -> Spool:
-    return Spool(
-        config.spool.path,
-        min_free_bytes=config.spool.min_free_bytes,
-        corrupt_after_crashes=config.spool.corrupt_after_crashes,
-        keep_delivered=config.spool.keep_delivered,
-    ).create()
 
 
 def make_executor(workers: int) -> Executor | None:
@@ -76,7 +66,7 @@ class Postroom:
     @classmethod
     async def build(cls, config: Config, *, worker: int | None = None) -> Postroom:
         """`worker`: this process's index under the supervisor (`[smtp] workers` > 1), else None."""
-        spool = await asyncio.to_thread(open_spool, config)
+        spool = await asyncio.to_thread(open_spool, config.spool)
         metrics = Metrics(process_metrics=worker is None)
         metrics.watch_spool("inbound", spool)
         wh = config.webhook
@@ -244,30 +234,6 @@ def _verdict_metrics(metrics: Metrics) -> Callable[[Verdict], None]:
             metrics.throttle_hit(verdict.reason.removeprefix("throttle."))
 
     return record
-
-
-def dependency_checks(config: Config) -> list[ReadinessCheck]:
-    """/readyz: the daemons this node's enabled filters and webhook need must accept connections."""
-    endpoints: list[tuple[str, str]] = []
-    filters = config.filters
-    if filters.clamav.enabled and not filters.clamav.address.startswith("unix:"):
-        endpoints.append(("clamd", filters.clamav.address))
-    if filters.rspamd.enabled:
-        endpoints.append(("rspamd", _netloc(filters.rspamd.url)))
-    if config.redis.url.startswith("redis"):
-        endpoints.append(("redis", _netloc(config.redis.url, default_port=6379)))
-    endpoints.append(("webhook", _netloc(config.webhook.url)))
-    checks = []
-    for name, address in endpoints:
-        host, port = parse_hostport(address, name, default_port=80)
-        checks.append(tcp_check(name, host, port))
-    return checks
-
-
-def _netloc(url: str, default_port: int | None = None) -> str:
-    parts = urlsplit(url)
-    port = parts.port or default_port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.hostname}:{port}"
 
 
 def _reloader(app: Postroom, config_path: str) -> Callable[[], None]:

@@ -132,7 +132,6 @@ def _add_dead_letter(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inbound.app import serve
     from inbound.logsetup import configure_logging
     from inbound.workers import supervise, worker_index
 
@@ -140,9 +139,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config)
     worker = worker_index()
     if worker is None and config.smtp.workers > 1:  # only a config file can ask for workers
+        # The supervisor never imports the pipeline (inbound.app): ~20 MB less resident.
         _run_async(supervise(config, os.path.abspath(args.config)))
-    else:
-        _run_async(serve(config, config_path=args.config, worker=worker))
+        return 0
+    from inbound.app import serve
+
+    _run_async(serve(config, config_path=args.config, worker=worker))
     return 0
 
 
@@ -173,12 +175,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from inbound.app import open_spool
+    from inbound.spool import open_spool
 
     config: Config = args.config_obj
     outbound_dir = Path(config.outbound.spool_dir(config.spool.path))
     outbound = Spool(outbound_dir) if outbound_dir.is_dir() else None
-    report = queueview.queue_report(open_spool(config), outbound, time.time())
+    report = queueview.queue_report(open_spool(config.spool), outbound, time.time())
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     else:
@@ -233,9 +235,9 @@ def cmd_dead_purge(args: argparse.Namespace) -> int:
 
 
 def _spool(args: argparse.Namespace) -> Any:
-    from inbound.app import open_spool
+    from inbound.spool import open_spool
 
-    return open_spool(args.config_obj)
+    return open_spool(args.config_obj.spool)
 
 
 def _chosen_ids(args: argparse.Namespace, spool: Any) -> list[str]:

@@ -11,7 +11,9 @@ import contextlib
 import os
 import secrets
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
+from inbound.config import Config, parse_hostport
 from inbound.spool import TMP, Spool
 
 CheckResult = tuple[str, bool, str]
@@ -61,3 +63,27 @@ def tcp_check(name: str, host: str, port: int, timeout: float = 2.0) -> Readines
         return name, True, f"{host}:{port} reachable"
 
     return check
+
+
+def dependency_checks(config: Config) -> list[ReadinessCheck]:
+    """/readyz: the daemons this node's enabled filters and webhook need must accept connections."""
+    endpoints: list[tuple[str, str]] = []
+    filters = config.filters
+    if filters.clamav.enabled and not filters.clamav.address.startswith("unix:"):
+        endpoints.append(("clamd", filters.clamav.address))
+    if filters.rspamd.enabled:
+        endpoints.append(("rspamd", _netloc(filters.rspamd.url)))
+    if config.redis.url.startswith("redis"):
+        endpoints.append(("redis", _netloc(config.redis.url, default_port=6379)))
+    endpoints.append(("webhook", _netloc(config.webhook.url)))
+    checks = []
+    for name, address in endpoints:
+        host, port = parse_hostport(address, name, default_port=80)
+        checks.append(tcp_check(name, host, port))
+    return checks
+
+
+def _netloc(url: str, default_port: int | None = None) -> str:
+    parts = urlsplit(url)
+    port = parts.port or default_port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"

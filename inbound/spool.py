@@ -34,9 +34,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from inbound.config import SpoolConfig
 
 log = logging.getLogger("postroom.spool")
 
@@ -454,6 +457,16 @@ class Spool:
             oldest = (now - queued_at_from_id(ids[0])) if ids else None
             summary[state] = (len(ids), oldest)
         return summary
+
+
+def open_spool(section: SpoolConfig) -> Spool:
+    """The spool `[spool]` describes, its directories created."""
+    return Spool(
+        section.path,
+        min_free_bytes=section.min_free_bytes,
+        corrupt_after_crashes=section.corrupt_after_crashes,
+        keep_delivered=section.keep_delivered,
+    ).create()
 
 
 def _read_fd(fd: int) -> bytes:

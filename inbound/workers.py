@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass, field
 
 from inbound.config import Config
-from inbound.readiness import CheckResult, ReadinessCheck, spool_check
-from inbound.spool import Spool
+from inbound.readiness import CheckResult, ReadinessCheck, dependency_checks, spool_check
+from inbound.spool import Spool, open_spool
 
 log = logging.getLogger("postroom.workers")
 
@@ -177,11 +177,10 @@ def _describe_exit(code: int) -> str:
 
 async def supervise(config: Config, config_path: str, *, ready: asyncio.Event | None = None) -> None:
     """Run N workers until SIGTERM/SIGINT; SIGHUP is passed on to every worker (each reloads its config)."""
-    from inbound.app import dependency_checks, open_spool
     from inbound.metrics import MergedMetrics
     from inbound.ops_http import OpsServer
 
-    spool = await asyncio.to_thread(open_spool, config)
+    spool = await asyncio.to_thread(open_spool, config.spool)
     await asyncio.to_thread(spool.recover)  # before any worker: nothing can be in flight yet
     metrics_dir = tempfile.mkdtemp(prefix="postroom-metrics-")
     supervisor = Supervisor(config, config_path, metrics_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from inbound.app import dependency_checks
+from inbound.readiness import dependency_checks
 from inbound.receiver import TicketReceiver
 from tests.support.harness import DOMAIN, free_port, make_config, running, send, smtp_port
 
