@@ -23,10 +23,15 @@ from filters.chain import FilterChain
 from inbound import policy
 from inbound.config import Config, parse_hostport
 from inbound.routing import Refusal, Route, Router
-from inbound.smtp_protocol import PostroomSMTP, say_and_close
+from inbound.smtp_protocol import PostroomSMTP
 from inbound.spool import Spool, SpoolError, SpoolFull, new_queue_id
 
 log = logging.getLogger("postroom.smtp")
+
+
+# A thread hop per MAIL for one statvfs() cost more than the check; `Spool.store` checks again before it
+# writes, so an answer this old can only move a refusal from MAIL to the end of DATA.
+ROOM_CHECK_INTERVAL = 1.0
 
 
 @dataclass
@@ -78,6 +83,8 @@ class InboundHandler:
         self.sessions_by_ip: dict[str, int] = {}
         self.accepting = True
         self._open: set[PostroomSMTP] = set()
+        self._room = True
+        self._room_checked_at = -ROOM_CHECK_INTERVAL
 
     # ---- connection -------------------------------------------------------------------------------------
 
@@ -185,10 +192,7 @@ class InboundHandler:
         mail_from = "" if address == "<>" else address
         if mail_from and ("@" not in mail_from or mail_from.startswith("@")):
             return policy.BAD_SENDER.render(f"<{address}>")
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(
-            self.spool_io, self.spool.has_room, self.config.smtp.max_message_size
-        ):
+        if not await self._spool_has_room():
             log.error("spool below free-space floor", extra={"event": "spool_full"})
             return policy.SPOOL_FULL.render()
         txn = Transaction(queue_id=new_queue_id(), mail_from=mail_from)
@@ -202,6 +206,16 @@ class InboundHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 sender ok"
+
+    async def _spool_has_room(self) -> bool:
+        """The free-space answer for MAIL, asked of the disk at most once per ROOM_CHECK_INTERVAL."""
+        now = time.monotonic()
+        if now - self._room_checked_at >= ROOM_CHECK_INTERVAL:
+            self._room_checked_at = now  # before the await: MAILs meanwhile reuse the last answer
+            self._room = await asyncio.get_running_loop().run_in_executor(
+                self.spool_io, self.spool.has_room, self.config.smtp.max_message_size
+            )
+        return self._room
 
     async def handle_RCPT(
         self, server: PostroomSMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -366,7 +380,7 @@ class InboundHandler:
             if state is None or state.txn is not None or state.in_data:
                 continue
             if transport is not None and not transport.is_closing():
-                say_and_close(transport, policy.SHUTTING_DOWN.render())
+                server.close_with(policy.SHUTTING_DOWN.render())
                 closed += 1
         return closed
 

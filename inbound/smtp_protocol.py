@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP
 
@@ -40,6 +40,13 @@ _DEFAULT_ENHANCED = {
     "451": "4.3.0",
     "452": "4.3.1",
 }
+
+
+# A reverse/forward path in its everyday form, <dot-atom@host.name> plus parameters: the fast path of
+# `_getaddr`. aiosmtpd's general parser (email's RFC 5322 tokenizer) cost ~9% of the server's CPU at load.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_SIMPLE_PATH = re.compile(rf"\s*<({_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*)>(.*)")
 
 
 def with_enhanced_code(reply: str) -> str:
@@ -73,13 +80,22 @@ class _YieldingStreamReader(asyncio.StreamReader):
 
     YIELD_EVERY = 256
     _lines_since_yield = 0
+    # Called before the reader waits for the client: replies held back for a pipelined batch go out first.
+    before_wait: Callable[[], None] | None = None
 
     async def readuntil(self, separator: Any = b"\n") -> bytes:
         self._lines_since_yield += 1
         if self._lines_since_yield >= self.YIELD_EVERY:
             self._lines_since_yield = 0
             await asyncio.sleep(0)
+        if self.before_wait is not None and not self.has_line():
+            self.before_wait()
         return await super().readuntil(separator)
+
+    def has_line(self) -> bool:
+        """A whole line is already buffered: the client pipelined another command."""
+        buffer: bytearray = self._buffer  # type: ignore[attr-defined]  # StreamReader's own, undeclared
+        return b"\n" in buffer
 
 
 ConnectHook = Callable[["PostroomSMTP"], Awaitable[str | None]]
@@ -99,8 +115,12 @@ class PostroomSMTP(SMTP):
         super().__init__(handler, **kwargs)
         # aiosmtpd builds its StreamReader inline; give that same object the yielding readuntil above.
         reader = getattr(self, "_stream_reader", None)
+        self._yielding_reader: _YieldingStreamReader | None = None
         if reader is not None and type(reader) is asyncio.StreamReader:
             reader.__class__ = _YieldingStreamReader
+            self._yielding_reader = cast(_YieldingStreamReader, reader)
+            self._yielding_reader.before_wait = self._flush_held
+        self._held: list[bytes] = []
         self._on_connect = on_connect
         self._on_close = on_close
         self._session_timeout = session_timeout
@@ -123,9 +143,24 @@ class PostroomSMTP(SMTP):
             self._on_close(self)
         super().connection_lost(error)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's `_getaddr`, answered directly when the path is a plain <local@domain>."""
+        match = _SIMPLE_PATH.fullmatch(arg)
+        if match is None:
+            return super()._getaddr(arg)  # quoted local parts, address literals, routes, errors
+        address = match[1]
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, match[2].lstrip()
+
     def _session_expired(self) -> None:
+        self.close_with(SESSION_TOO_LONG.render())
+
+    def close_with(self, reply: str) -> None:
+        """A last reply, after any held ones (a held 250 is a message the client must know we took)."""
         if self.transport is not None:
-            say_and_close(self.transport, SESSION_TOO_LONG.render())
+            self._flush_held()
+            say_and_close(self.transport, reply)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -138,4 +173,29 @@ class PostroomSMTP(SMTP):
                         self.transport.close()
                     return
             status = with_enhanced_code(status)
-        await super().push(status)
+            response = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
+        else:
+            response = bytes(status) + b"\r\n"
+        await self._send(response)
+
+    async def _send(self, response: bytes) -> None:
+        """Write a reply — or hold it while the client has pipelined more commands (RFC 2920).
+
+        A batch MAIL/RCPT/DATA then costs one write instead of three. Held replies go out with the next
+        reply sent, or before the reader waits for input, so a client never waits for a reply it is owed.
+        Only 250s are held: greetings, 354, errors and the replies before a close are sent at once.
+        """
+        reader = self._yielding_reader
+        if reader is not None and response.startswith(b"250") and reader.has_line():
+            self._held.append(response)
+            return
+        if self._held:
+            response = b"".join((*self._held, response))
+            self._held.clear()
+        self._writer.write(response)
+        await self._writer.drain()
+
+    def _flush_held(self) -> None:
+        if self._held and self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"".join(self._held))
+        self._held.clear()
