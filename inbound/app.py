@@ -77,7 +77,9 @@ class Postroom:
             max_response_bytes=wh.max_response_bytes,
             max_connections=wh.concurrency,
         )
-        executor = make_executor(config.delivery.normalize_workers)
+        # Made on the first message big enough to need it (see DeliveryRunner): until then no forkserver,
+        # resource tracker or worker process sits in memory (~13 MB each).
+        executor = None
         spool_io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="postroom-spool")
         runner = DeliveryRunner(
             spool,

@@ -322,6 +322,8 @@ class DeliveryRunner:
     async def _build_in_pool(self, raw: bytes, meta: dict[str, Any]) -> bytes:
         """Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL."""
         loop = asyncio.get_running_loop()
+        if self.executor is None and self.executor_factory is not None:
+            self.executor = self.executor_factory()  # None when configured off: the default threads
         executor = self.executor
         try:
             return await loop.run_in_executor(
