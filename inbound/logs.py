@@ -34,23 +34,47 @@ URL_PASSWORD = re.compile(r"(?P<prefix>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+
 QUIET_LOGGERS = ("mail.log", "httpx", "httpcore")
 
 
+# SECRET_KEY's verdict per key. Keys are the call sites' field names (and nested dict keys), a small set;
+# past the bound, keys are still checked, just not remembered.
+_secret_keys: dict[str, bool] = {}
+SECRET_KEY_CACHE_SIZE = 4096
+
+
+def is_secret_key(key: str) -> bool:
+    secret = _secret_keys.get(key)
+    if secret is None:
+        secret = SECRET_KEY.search(key) is not None
+        if len(_secret_keys) < SECRET_KEY_CACHE_SIZE:
+            _secret_keys[key] = secret
+    return secret
+
+
 class Redactor:
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         # Longest first, so a secret that contains another one is masked whole.
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
+        if type(value) is not str:  # a str subclass (a str Enum...): its plain text, as replace/sub give
+            value = str.__str__(value)
         for secret in self.secrets:
             if secret in value:
                 value = value.replace(secret, MASK)
-        return URL_PASSWORD.sub(rf"\g<prefix>{MASK}@", value)
+        if "://" in value:  # URL_PASSWORD cannot match without it; most values have none
+            value = URL_PASSWORD.sub(rf"\g<prefix>{MASK}@", value)
+        return value
 
     def value(self, key: str, value: Any) -> Any:
-        if SECRET_KEY.search(key) and value not in (None, ""):
+        if is_secret_key(key) and value not in (None, ""):
             return MASK
+        kind = type(value)  # exact types first: the common cases, without the isinstance chain
+        if kind is str:
+            return self.text(value)
+        if kind is int or kind is float or kind is bool or value is None:
+            return value
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, bool | int | float) or value is None:
+        if isinstance(value, bool | int | float):
             return value
         if isinstance(value, Mapping):
             return {str(k): self.value(str(k), v) for k, v in value.items()}

@@ -6,13 +6,15 @@ import io
 import logging
 from collections.abc import Iterator
 from datetime import datetime
+from enum import Enum
 from typing import Any, Literal
 
 import orjson
 import pytest
 
+from inbound import logs
 from inbound.config import LoggingConfig
-from inbound.logs import PostroomHandler, log_event, setup_logging
+from inbound.logs import PostroomHandler, Redactor, log_event, setup_logging
 
 WEBHOOK_SECRET = "whsec-7f3a9c"
 log = logging.getLogger("postroom.test")
@@ -131,3 +133,72 @@ def test_setup_again_replaces_its_handler_and_keeps_others() -> None:
     assert sum(isinstance(h, PostroomHandler) for h in root.handlers) == 1
     assert other in root.handlers
     assert [e["msg"] for e in lines(second)] == ["once"]
+
+
+# ---- the fast paths give what the plain code gave ---------------------------------------------------------
+
+
+def test_values_needing_no_redaction_pass_unchanged_and_others_are_masked() -> None:
+    redactor = Redactor([WEBHOOK_SECRET, "rspamd-pw"])
+    assert redactor.text("queued as Q1 for acme") == "queued as Q1 for acme"
+    assert redactor.text("see https://helpdesk.example/api") == "see https://helpdesk.example/api"
+    assert redactor.text(f"a{WEBHOOK_SECRET}b rspamd-pw") == "a***b ***"
+    assert redactor.text("POST https://u:pw@h.example/x") == "POST https://u:***@h.example/x"
+    assert redactor.text(f"redis://default:{WEBHOOK_SECRET}@r:6379") == "redis://default:***@r:6379"
+    assert [redactor.value("size", v) for v in (5210, 12.5, True, None, "")] == [5210, 12.5, True, None, ""]
+    assert [redactor.value("api-key", v) for v in (5210, "k", None, "")] == ["***", "***", None, ""]
+    assert redactor.value("note", b"tok " + WEBHOOK_SECRET.encode()) == "tok ***"
+
+
+def test_nested_values_are_redacted_at_every_depth() -> None:
+    stream = install()
+    log.info(
+        "webhook failed at %s",
+        "https://hook:hookpw@helpdesk.example/api",
+        extra={
+            "queue_id": "Q6",
+            "request": {
+                "url": "https://hook:hookpw@helpdesk.example/api",
+                "headers": {"Cookie": "session=abc", "X-Sig": f"v1={WEBHOOK_SECRET}"},
+                "attempts": [{"status": 503, "token": "t0k"}, {"status": 201, "body": [WEBHOOK_SECRET, 1]}],
+            },
+            "tags": ("plain", f"x{WEBHOOK_SECRET}"),
+        },
+    )
+    text = stream.getvalue()
+    for leaked in (WEBHOOK_SECRET, "hookpw", "abc", "t0k"):
+        assert leaked not in text
+    (event,) = lines(stream)
+    assert event["msg"] == "webhook failed at https://hook:***@helpdesk.example/api"
+    assert event["request"] == {
+        "url": "https://hook:***@helpdesk.example/api",
+        "headers": {"Cookie": "***", "X-Sig": "v1=***"},
+        "attempts": [{"status": 503, "token": "***"}, {"status": 201, "body": ["***", 1]}],
+    }
+    assert event["tags"] == ["plain", "x***"]
+
+
+class Stage(str, Enum):  # noqa: UP042 -- not StrEnum: the mixin whose str() is "Stage.DATA", not its value
+    DATA = "data"
+
+
+def test_str_subclasses_are_written_as_their_plain_text() -> None:
+    stream = install()
+    log.info("verdict", extra={"stage": Stage.DATA})
+    assert lines(stream)[0]["stage"] == "data"
+    stream = install(fmt="text")
+    log.info("verdict", extra={"stage": Stage.DATA})
+    assert stream.getvalue().rstrip("\n").endswith("  stage=data")
+
+
+def test_secret_key_verdicts_are_cached_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: dict[str, bool] = {}
+    monkeypatch.setattr(logs, "_secret_keys", cache)
+    monkeypatch.setattr(logs, "SECRET_KEY_CACHE_SIZE", 2)
+    stream = install()
+    for _ in range(2):
+        log.info("e", extra={"tenant": "acme", "x_api_key": "k1", "size": 1, "db_password": "p1"})
+    assert len(cache) == 2
+    assert [(e["tenant"], e["x_api_key"], e["size"], e["db_password"]) for e in lines(stream)] == [
+        ("acme", "***", 1, "***")
+    ] * 2
