@@ -11,6 +11,7 @@ password) is masked wherever it appears in a value or the message, and so is the
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -85,20 +86,59 @@ class Redactor:
         return self.text(str(value))
 
 
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last record: records come many per second.
+_ts_prefix: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
+def utc_timestamp(created: float) -> str:
+    """`created` as `2024-05-01T12:00:00.123Z`: exactly `datetime.fromtimestamp(created, UTC)` in ISO form
+    with milliseconds (microseconds rounded half-even, then truncated), the per-second part cached."""
+    global _ts_prefix
+    frac, whole = math.modf(created)
+    second, micros = int(whole), round(frac * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    cached, prefix = _ts_prefix
+    if second != cached:
+        prefix = datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+        _ts_prefix = (second, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
+
+
+# Which of a record's attributes are extras, and the name each is written under, by the record's attribute
+# names in order: call sites log a few fixed shapes, so this is worked out once per shape, not per record.
+_extras: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+EXTRAS_CACHE_SIZE = 1024
+
+
+def extra_names(attributes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(attribute, output name) of each extra: not a LogRecord attribute, not private; `<key>_` on a clash."""
+    names = _extras.get(attributes)
+    if names is None:
+        names = tuple(
+            (key, f"{key}_" if key in CORE else key)
+            for key in attributes
+            if key not in RESERVED and not key.startswith("_")
+        )
+        if len(_extras) < EXTRAS_CACHE_SIZE:
+            _extras[attributes] = names
+    return names
+
+
 def record_fields(record: logging.LogRecord, redactor: Redactor) -> dict[str, Any]:
     """The event as a flat dict: core fields, then every extra (renamed `<key>_` if it clashes)."""
-    ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
     entry: dict[str, Any] = {
-        "ts": ts.replace("+00:00", "Z"),
+        "ts": utc_timestamp(record.created),
         "level": record.levelname.lower(),
         "logger": record.name,
         "msg": redactor.text(record.getMessage()),
     }
-    for key, value in vars(record).items():
-        if key in RESERVED or key.startswith("_"):
-            continue
-        name = f"{key}_" if key in CORE else key
-        entry[name] = redactor.value(key, value)
+    attributes = record.__dict__
+    value = redactor.value
+    for key, name in extra_names(tuple(attributes)):
+        entry[name] = value(key, attributes[key])
     return entry
 
 

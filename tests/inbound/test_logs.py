@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
+import random
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -202,3 +204,42 @@ def test_secret_key_verdicts_are_cached_within_a_bound(monkeypatch: pytest.Monke
     assert [(e["tenant"], e["x_api_key"], e["size"], e["db_password"]) for e in lines(stream)] == [
         ("acme", "***", 1, "***")
     ] * 2
+
+
+def test_each_record_shape_gets_its_own_extras(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_extras", {})
+    monkeypatch.setattr(logs, "EXTRAS_CACHE_SIZE", 1)
+    stream = install()
+    log.info("a", extra={"queue_id": "Q7", "logger": "spoof"})
+    log.info("b", extra={"session": "S1", "_private": 1})
+    log.info("a", extra={"queue_id": "Q8", "logger": "spoof"})
+    record = logging.LogRecord("postroom.test", logging.INFO, __file__, 1, "c", (), None)
+    record.queue_id = "Q9"
+    logging.Formatter().format(record)  # another handler first: sets `message`, which is no extra
+    logging.getLogger().handle(record)
+    assert [{k: v for k, v in e.items() if k != "ts"} for e in lines(stream)] == [
+        {"level": "info", "logger": "postroom.test", "msg": "a", "queue_id": "Q7", "logger_": "spoof"},
+        {"level": "info", "logger": "postroom.test", "msg": "b", "session": "S1"},
+        {"level": "info", "logger": "postroom.test", "msg": "a", "queue_id": "Q8", "logger_": "spoof"},
+        {"level": "info", "logger": "postroom.test", "msg": "c", "queue_id": "Q9"},
+    ]
+    assert len(logs._extras) == 1
+
+
+# nextafter(...): the microseconds round up into the next second (and the next day).
+@pytest.mark.parametrize(
+    "created",
+    [0.0, 1e-7, 5e-7, 1.5e-6, 2.5e-6, 0.0005, 0.9995, 1714564800.0, 1714564800.999, 1714607999.9995,
+     math.nextafter(1714564801.0, 0), math.nextafter(1714608000.0, 0), 1714608000.5, -0.5, -1.9999996],
+)  # fmt: skip
+def test_timestamps_are_what_datetime_gives(created: float) -> None:
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert logs.utc_timestamp(created) == expected.replace("+00:00", "Z")
+
+
+def test_timestamps_over_many_seconds_and_fractions() -> None:
+    rng = random.Random(7)
+    moments = sorted(1714564800 + rng.random() * 200_000 for _ in range(5000))
+    for created in moments + moments[::-1]:
+        expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        assert logs.utc_timestamp(created) == expected.replace("+00:00", "Z")
