@@ -96,7 +96,7 @@ class Postroom:
             executor_factory=lambda: make_executor(config.delivery.normalize_workers),
             metrics=metrics,
             spool_io=spool_io,
-            shared_spool=worker is not None,
+            share=None if worker is None else (worker, config.smtp.workers),
         )
         closers: list[Any] = []
         redis_client = None

@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
@@ -114,11 +115,12 @@ class DeliveryRunner:
         metrics: Any | None = None,
         on_outcome: Callable[[str, str, Outcome], None] | None = None,
         spool_io: Executor | None = None,
-        shared_spool: bool = False,
+        share: tuple[int, int] | None = None,
     ) -> None:
         self.spool = spool
-        # Sibling worker processes use the same spool: at start only their abandoned attempts are recovered.
-        self.shared_spool = shared_spool
+        # (this worker's index, number of workers) when sibling processes use the same spool: at start only
+        # abandoned attempts are recovered, and a rescan takes only this worker's share of what it finds.
+        self.share = share
         self.webhook = webhook
         self.schedule = schedule
         self.limits = limits
@@ -142,7 +144,7 @@ class DeliveryRunner:
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._io(self.spool.recover_abandoned if self.shared_spool else self.spool.recover)
+        await self._io(self.spool.recover if self.share is None else self.spool.recover_abandoned)
         await self._scan()
         self._main = asyncio.create_task(self._run(), name="postroom-delivery")
 
@@ -191,7 +193,7 @@ class DeliveryRunner:
         found = []
         for state in (INCOMING, DEFERRED):
             for queue_id in self.spool.ids(state):
-                if queue_id in self._known:
+                if queue_id in self._known or not self.is_mine(queue_id):
                     continue
                 try:
                     tenant = str(self.spool.read_meta(state, queue_id).get("tenant", ""))
@@ -202,6 +204,15 @@ class DeliveryRunner:
                     due = self.spool.load_state(queue_id).next_attempt_at or 0.0
                 found.append((state, queue_id, tenant, due))
         return found
+
+    def is_mine(self, queue_id: str) -> bool:
+        """Workers split what a rescan finds by id, so each indexes and retries only its share (claims make
+        a double attempt impossible anyway; this keeps N workers from each holding the whole deferred
+        queue in memory). What a worker's own listener queued reaches it through `wake`, whoever's it is."""
+        if self.share is None:
+            return True
+        index, count = self.share
+        return zlib.crc32(queue_id.encode()) % count == index
 
     async def _run(self) -> None:
         last_scan = self.clock()

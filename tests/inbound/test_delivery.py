@@ -194,3 +194,39 @@ async def test_a_broken_normaliser_pool_is_replaced_and_mail_still_flows(tmp_pat
     assert runner.executor is fresh
     assert receiver.accepted[0].idempotency_key == queue_id
     assert spool.locate(queue_id) is None  # delivered and removed
+
+
+async def test_workers_sharing_a_spool_split_what_they_find_and_deliver_each_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    queued = spool.store([(_meta(f"t{i % 3}", i), message(f"found {i}")) for i in range(40)])
+    receiver = TicketReceiver(SECRET)
+    await receiver.start()
+    webhooks = [WebhookClient(receiver.url, SECRET, timeout=5, max_response_bytes=1024) for _ in range(2)]
+    runners = [
+        DeliveryRunner(
+            spool,
+            webhooks[index],
+            RetrySchedule(initial=1, max_interval=1, max_age=60, jitter=0),
+            limits=RunnerLimits(rescan_interval=0.1),
+            share=(index, 2),
+        )
+        for index in range(2)
+    ]
+    seen: list[set[str]] = [set(), set()]
+    for index, runner in enumerate(runners):
+        runner.on_outcome = lambda queue_id, _tenant, _outcome, index=index: seen[index].add(queue_id)
+    try:
+        for runner in runners:
+            await runner.start()
+        assert await receiver.wait_for_async(40, timeout=30)
+    finally:
+        for runner in runners:
+            await runner.stop()
+        for webhook in webhooks:
+            await webhook.aclose()
+        await receiver.stop()
+    assert sorted(t.idempotency_key or "" for t in receiver.accepted) == sorted(queued)
+    for queue_id in queued:  # every message is in exactly one worker's share
+        assert [runner.is_mine(queue_id) for runner in runners].count(True) == 1
+    for index, runner in enumerate(runners):  # and each worker found and delivered only its share
+        assert seen[index] == {q for q in queued if runner.is_mine(q)}
