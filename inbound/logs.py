@@ -177,8 +177,12 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# What makes a text-format value quoted: whitespace (\s is exactly str.isspace), a quote or "=".
+NEEDS_QUOTES = re.compile(r"[\s\"'=]")
+
+
 def _text_value(value: Any) -> str:
-    if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+    if isinstance(value, str) and value and not NEEDS_QUOTES.search(value):
         return value
     return orjson.dumps(value, default=str).decode()
 

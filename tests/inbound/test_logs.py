@@ -243,3 +243,14 @@ def test_timestamps_over_many_seconds_and_fractions() -> None:
     for created in moments + moments[::-1]:
         expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
         assert logs.utc_timestamp(created) == expected.replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [("plain", "plain"), ("a b", '"a b"'), ("a\u00a0b", '"a\u00a0b"'), ("k=v", '"k=v"'), ('x"y', '"x\\"y"'),
+     ("it's", '"it\'s"'), ("", '""'), (3, "3"), (None, "null"), (["a", 1], '["a",1]')],
+)  # fmt: skip
+def test_text_format_quotes_what_it_quoted_before(value: object, written: str) -> None:
+    stream = install(fmt="text")
+    log.info("v", extra={"v": value})
+    assert stream.getvalue().rstrip("\n").endswith(f"  v={written}")
