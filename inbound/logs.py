@@ -190,6 +190,19 @@ def _text_value(value: Any) -> str:
 class PostroomHandler(logging.StreamHandler[TextIO]):
     """Marks the handler `setup_logging` installed, so a reload replaces it and leaves others alone."""
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler.emit, minus a redundant flush: a line-buffered stream (stderr always is) has already
+        # written the line at its "\n". `handle` holds the handler's lock around this, as for StreamHandler.
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + self.terminator)
+            if not getattr(stream, "line_buffering", False) or "\n" not in self.terminator:
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
 
 def setup_logging(
     cfg: LoggingConfig, *, secrets: Sequence[str] = (), stream: TextIO | None = None

@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -254,3 +255,14 @@ def test_text_format_quotes_what_it_quoted_before(value: object, written: str) -
     stream = install(fmt="text")
     log.info("v", extra={"v": value})
     assert stream.getvalue().rstrip("\n").endswith(f"  v={written}")
+
+
+@pytest.mark.parametrize("buffering", [1, 65536])
+def test_each_line_reaches_the_file_at_once(tmp_path: Path, buffering: int) -> None:
+    path = tmp_path / "postroom.log"
+    with path.open("w", buffering=buffering) as out:
+        setup_logging(LoggingConfig(), stream=out)
+        log.info("first", extra={"queue_id": "Q10"})
+        assert orjson.loads(path.read_bytes())["queue_id"] == "Q10"
+        log.info("second")
+        assert len(path.read_bytes().splitlines()) == 2
