@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -16,8 +17,9 @@ import orjson
 import pytest
 
 from inbound import logs
-from inbound.config import LoggingConfig
+from inbound.config import LoggingConfig, config_from_mapping
 from inbound.logs import PostroomHandler, Redactor, log_event, setup_logging
+from inbound.logsetup import configure_logging
 
 WEBHOOK_SECRET = "whsec-7f3a9c"
 log = logging.getLogger("postroom.test")
@@ -257,6 +259,14 @@ def test_text_format_quotes_what_it_quoted_before(value: object, written: str) -
     assert stream.getvalue().rstrip("\n").endswith(f"  v={written}")
 
 
+def test_stack_info_is_kept() -> None:
+    stream = install()
+    log.warning("slow path", stack_info=True)
+    (event,) = lines(stream)
+    assert event["stack"].startswith("Stack (most recent call last):")
+    assert "test_stack_info_is_kept" in event["stack"]
+
+
 @pytest.mark.parametrize("buffering", [1, 65536])
 def test_each_line_reaches_the_file_at_once(tmp_path: Path, buffering: int) -> None:
     path = tmp_path / "postroom.log"
@@ -266,3 +276,27 @@ def test_each_line_reaches_the_file_at_once(tmp_path: Path, buffering: int) -> N
         assert orjson.loads(path.read_bytes())["queue_id"] == "Q10"
         log.info("second")
         assert len(path.read_bytes().splitlines()) == 2
+
+
+def test_serve_configuration_writes_the_same_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    for knob in ("logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, knob, getattr(logging, knob))  # restored after the test
+    secrets = {"webhook": {"secret": WEBHOOK_SECRET}, "filters": {"rspamd": {"password": "rpw"}}}
+    config = config_from_mapping(secrets)
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream):
+        configure_logging(config)
+    log.info("delivered via rpw", extra={"queue_id": "Q11", "tenant": "acme", "status": 201, "ms": 12.3})
+    log.warning("stack", stack_info=True)
+    first, second = lines(stream)
+    assert datetime.fromisoformat(first.pop("ts")).tzinfo is not None
+    assert first == {
+        "level": "info",
+        "logger": "postroom.test",
+        "msg": "delivered via ***",
+        "queue_id": "Q11",
+        "tenant": "acme",
+        "status": 201,
+        "ms": 12.3,
+    }
+    assert "test_serve_configuration_writes_the_same_lines" in second["stack"]
