@@ -20,12 +20,11 @@ import heapq
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from inbound.configload import ConfigError
+from inbound.config import BackpressureConfig
 from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool, SpoolError, queued_at_from_id
 from inbound.webhook import Delivered, Outcome, Retry
 
@@ -40,28 +39,6 @@ UNDELIVERED = (INCOMING, ACTIVE, DEFERRED)
 RECONCILE_INTERVAL = 60.0
 QueuedHook = Callable[[Sequence[tuple[str, str]]], None]
 _CLUSTER = {"source": "redis"}  # log field: a change another node (or the expiry) made
-
-
-@dataclass
-class BackpressureConfig:
-    enabled: bool = True
-    failures_to_open: int = 10
-    max_queued: int = 1000  # 0: refuse as soon as the circuit is open
-    max_age: float = 3600.0  # seconds; 0: refuse as soon as the circuit is open
-    open_ttl: float = 3600.0  # an open circuit that no failure re-asserts for this long closes by itself
-    redis_refresh: float = 1.0
-    redis_key: str = "postroom:circuits"
-
-    def validate(self) -> None:
-        if self.failures_to_open < 1:
-            raise ConfigError("failures_to_open", "must be at least 1")
-        if self.max_queued < 0 or self.max_age < 0:
-            raise ConfigError("max_queued", "thresholds must not be negative")
-        for name in ("open_ttl", "redis_refresh"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(name, "must be positive")
-        if not self.redis_key:
-            raise ConfigError("redis_key", "must not be empty")
 
 
 class Backlog:

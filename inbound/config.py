@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 from filters.config import FiltersConfig
-from inbound.circuit import BackpressureConfig
 from inbound.configload import ConfigError, load_dataclass
 from outbound.config import DkimConfig, OutboundConfig, SubmissionConfig
 
@@ -187,6 +186,30 @@ class MetricsConfig:
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
+
+
+@dataclass
+class BackpressureConfig:
+    """Per-tenant back-pressure (inbound/circuit.py)."""
+
+    enabled: bool = True
+    failures_to_open: int = 10
+    max_queued: int = 1000  # 0: refuse as soon as the circuit is open
+    max_age: float = 3600.0  # seconds; 0: refuse as soon as the circuit is open
+    open_ttl: float = 3600.0  # an open circuit that no failure re-asserts for this long closes by itself
+    redis_refresh: float = 1.0
+    redis_key: str = "postroom:circuits"
+
+    def validate(self) -> None:
+        if self.failures_to_open < 1:
+            raise ConfigError("failures_to_open", "must be at least 1")
+        if self.max_queued < 0 or self.max_age < 0:
+            raise ConfigError("max_queued", "thresholds must not be negative")
+        for name in ("open_ttl", "redis_refresh"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, "must be positive")
+        if not self.redis_key:
+            raise ConfigError("redis_key", "must not be empty")
 
 
 @dataclass

@@ -14,16 +14,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
-import redis.asyncio
-from redis.exceptions import RedisError
 
 from inbound.config import Config
-from outbound.dkim import generate_key, write_private_key
-from outbound.passwords import hash_password
-from outbound.suppression import SuppressionEntry, SuppressionError, SuppressionList, open_suppression
+
+if TYPE_CHECKING:
+    from outbound.suppression import SuppressionEntry, SuppressionList
+
+# Each command imports what it needs (Redis client, DKIM, scrypt) when it runs: the parser is built by
+# every `postroom` invocation, `serve`'s supervisor included, which then need not carry them in memory.
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -96,6 +97,10 @@ def parse_duration(text: str) -> float:
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from redis.exceptions import RedisError
+
+        from outbound.suppression import SuppressionError
+
         try:
             return handler(args)
         except (CommandError, SuppressionError, RedisError, ValueError) as exc:
@@ -113,6 +118,8 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
+    from outbound.passwords import hash_password
+
     print(hash_password(_read_password()))
     return EXIT_OK
 
@@ -165,6 +172,10 @@ def cmd_suppression_remove(args: argparse.Namespace) -> int:
 
 
 def _with_suppression(cfg: Config, action: Callable[[SuppressionList], Awaitable[T]]) -> T:
+    import redis.asyncio
+
+    from outbound.suppression import open_suppression
+
     async def run() -> T:
         client = redis.asyncio.from_url(cfg.redis.url) if cfg.redis.url else None
         try:
@@ -186,6 +197,8 @@ def _expiry(entry: SuppressionEntry) -> str:
 
 
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from outbound.dkim import generate_key, write_private_key
+
     cfg: Config = args.config_obj
     selector = args.selector or cfg.dkim.selector
     domain = args.domain.lower().rstrip(".")
