@@ -8,13 +8,16 @@ them one with exactly the same servers and time limits as the asyncio resolver t
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import dns.asyncresolver
 import dns.message
+import dns.name
 import dns.nameserver
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
@@ -32,15 +35,61 @@ def parse_nameserver(value: str, key: str = "nameservers") -> dns.nameserver.Do5
     return dns.nameserver.Do53Nameserver(host, port)
 
 
+class FrontCachedResolver(dns.asyncresolver.Resolver):
+    """dnspython's asyncio resolver with a dict of live positive answers in front of its LRU cache.
+
+    A hit in dnspython's own cache still parses the name, builds a resolution and copies through its
+    locks: ~40 µs, five times a message with the cheap filters. Here a hit is one dict lookup, valid until
+    the answer's own expiration (its TTL, as dnspython computed it). Negative answers and misses go to
+    dnspython unchanged. Bounded: at `max_entries` the dict starts over (the LRU cache behind still holds).
+    """
+
+    def __init__(self, *, configure: bool, max_entries: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(configure=configure)
+        self._front: dict[tuple[object, ...], dns.resolver.Answer] = {}
+        self._front_max = max_entries
+        self._clock = clock
+
+    async def resolve(  # the same parameters as dnspython's, spelled out for the key
+        self,
+        qname: dns.name.Name | str,
+        rdtype: dns.rdatatype.RdataType | str = dns.rdatatype.A,
+        rdclass: dns.rdataclass.RdataClass | str = dns.rdataclass.IN,
+        tcp: bool = False,
+        source: str | None = None,
+        raise_on_no_answer: bool = True,
+        source_port: int = 0,
+        lifetime: float | None = None,
+        search: bool | None = None,
+        backend: Any = None,
+    ) -> dns.resolver.Answer:
+        key = (str(qname).lower(), rdtype, rdclass, tcp, raise_on_no_answer, search)
+        answer = self._front.get(key)
+        if answer is not None and answer.expiration > self._clock():
+            return answer
+        answer = await super().resolve(
+            qname, rdtype, rdclass, tcp, source, raise_on_no_answer, source_port, lifetime, search, backend
+        )
+        if answer.rrset is not None and source is None and not source_port:
+            if len(self._front) >= self._front_max:
+                self._front.clear()
+            self._front[key] = answer
+        return answer
+
+
 def make_resolver(cfg: DnsConfig) -> dns.asyncresolver.Resolver:
     """The asyncio resolver every filter uses: configured servers only, each lookup bounded by cfg.timeout."""
+    configure = not cfg.nameservers  # /etc/resolv.conf only when no servers are configured
+    if cfg.cache_size:
+        resolver: dns.asyncresolver.Resolver = FrontCachedResolver(
+            configure=configure, max_entries=cfg.cache_size
+        )
+    else:
+        resolver = dns.asyncresolver.Resolver(configure=configure)
     if cfg.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [
             parse_nameserver(server, f"nameservers[{i}]") for i, server in enumerate(cfg.nameservers)
         ]
-    else:
-        resolver = dns.asyncresolver.Resolver(configure=True)
     _apply_timeouts(resolver, cfg.timeout)
     if cfg.cache_size:
         # The same sender domains, HELO names and client addresses come back message after message; a cache

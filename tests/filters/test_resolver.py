@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -10,7 +11,15 @@ import dns.nameserver
 import dns.resolver
 import pytest
 
-from filters.resolver import TtlCache, make_resolver, negative_ttl, parse_nameserver, sync_twin, uncached
+from filters.resolver import (
+    FrontCachedResolver,
+    TtlCache,
+    make_resolver,
+    negative_ttl,
+    parse_nameserver,
+    sync_twin,
+    uncached,
+)
 from inbound.config import DnsConfig
 from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
@@ -119,3 +128,25 @@ def test_answers_are_shared_from_the_cache_by_every_lookup(counting_dns_proxy: C
     for _ in range(2):
         asyncio.run(plain.resolve("with-mx.sender.test.", "MX", search=False))
     assert counting_dns_proxy.count("with-mx.sender.test", "MX") == 2
+
+
+def test_front_cache_answers_until_the_answer_expires(counting_dns_proxy: CountingDnsProxy) -> None:
+    skew = [0.0]
+    front = FrontCachedResolver(configure=False, max_entries=10, clock=lambda: time.time() + skew[0])
+    front.nameservers = [parse_nameserver(counting_dns_proxy.nameserver)]
+    front.cache = None  # only the front dict caches here: every miss reaches the server
+
+    async def lookups() -> None:
+        first = await front.resolve("pass.spf.test.", "MX", search=False)
+        again = await front.resolve("PASS.spf.test.", "MX", search=False)  # names are case-insensitive
+        assert again is first
+        assert counting_dns_proxy.count("pass.spf.test", "MX") == 1
+        skew[0] = first.expiration - time.time() + 1  # one second past its TTL
+        await front.resolve("pass.spf.test.", "MX", search=False)
+        assert counting_dns_proxy.count("pass.spf.test", "MX") == 2
+        for _ in range(2):  # negative answers are not kept in front: dnspython's cache decides
+            with pytest.raises(dns.resolver.NXDOMAIN):
+                await front.resolve("absent.sender.test.", "A", search=False)
+        assert counting_dns_proxy.count("absent.sender.test", "A") == 2
+
+    asyncio.run(lookups())
