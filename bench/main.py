@@ -183,6 +183,7 @@ class Bench:
                     system, self.receiver, factory, self.settings, messages=warm, first_seq=0, rate=None
                 )
             log(f"{label} throughput: {counts[0]} messages, {plan.sessions} sessions")
+            scanners = self.ctx.services.daemon_pids if name == "postroom" and profile == "all" else []
             thr = await measure_load(
                 system,
                 self.receiver,
@@ -191,6 +192,7 @@ class Bench:
                 messages=counts[0],
                 first_seq=SEQ_BLOCK,
                 rate=None,
+                daemon_pids=scanners,
             )
             log(
                 f"{label}   {thr['msgs_per_s']} msgs/s end to end, "
@@ -217,6 +219,8 @@ class Bench:
             "accept_latency_ms": lat["accept_latency_ms"],
             "delivery_latency_ms": lat.get("delivery_latency_ms"),
             "cpu_s_per_1000": thr["cpu_s_per_1000"],
+            "daemons_cpu_s_per_1000": thr.get("daemons_cpu_s_per_1000"),
+            "machine_cores_busy": thr.get("machine_cores_busy"),
             "peak_rss_mb": monitor.peak_rss_mb,
             "lost": thr["lost"] + lat["lost"],
             "throughput": thr,

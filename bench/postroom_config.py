@@ -10,7 +10,7 @@ the benchmark's own clients would measure the limit, not the server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROFILES = ("none", "cheap", "all")
@@ -27,6 +27,7 @@ class Services:
     rspamd_url: str = ""
     clamd_address: str = ""  # "127.0.0.1:PORT"
     clamd_stream_max_length: int = 0  # clamd's StreamMaxLength, which the filter must know
+    daemon_pids: list[int] = field(default_factory=list)  # Rspamd's and clamd's main processes
 
 
 def filters_for(profile: str, services: Services) -> dict[str, dict[str, object]]:

@@ -55,6 +55,14 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait), from /proc/stat."""
+    with open("/proc/stat", "rb") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def status_kb(pid: int, key: str) -> int:
     """A 'kB' line of /proc/<pid>/status (VmHWM, VmRSS); 0 when gone or absent (kernel threads, zombies)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status", "rb") as fh:

@@ -11,12 +11,13 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.loadgen import LoadResult, LoadSpec, MessageRecord, run_load
 from bench.messages import MessageFactory
-from bench.procstat import TreeMonitor
+from bench.procstat import TreeMonitor, machine_busy_seconds
 from bench.stats import latency_ms
 from bench.systems import HOST, REPO, System
 
@@ -129,11 +130,20 @@ async def measure_load(
     messages: int,
     first_seq: int,
     rate: float | None,
+    daemon_pids: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """One load phase: send, wait for every ticket, and account CPU over exactly that span."""
+    """One load phase: send, wait for every ticket, and account CPU over exactly that span.
+
+    Besides the server's own tree: the scanner daemons it calls (Rspamd, clamd: `daemon_pids`) and the
+    whole machine, load generator and receiver included — what is left of the cores tells whether the
+    machine, not the server, is the limit.
+    """
     await receiver.command("reset")
     monitor = TreeMonitor(system.root_pid)
+    daemons = [TreeMonitor(pid) for pid in daemon_pids]
     cpu_start = monitor.cpu()
+    daemons_start = sum(d.cpu() for d in daemons)
+    machine_start = machine_busy_seconds()
     spec = LoadSpec(
         HOST, system.port, messages, settings.sessions, settings.per_session, rate, first_seq=first_seq,
         deadline=settings.cap,
@@ -155,11 +165,17 @@ async def measure_load(
         figures["delivered"] = len(accepted)
         figures["lost"] = 0
     cpu = monitor.cpu() - cpu_start
+    daemons_cpu = sum(d.cpu() for d in daemons) - daemons_start
+    machine_cpu = machine_busy_seconds() - machine_start
     elapsed = t_end - load.t_start
     figures["end_to_end_s"] = round(elapsed, 3)
     figures["msgs_per_s"] = round(figures["delivered"] / elapsed, 1) if elapsed > 0 else None
     figures["cpu_s"] = round(cpu, 3)
     figures["cpu_s_per_1000"] = round(cpu / len(accepted) * 1000, 3) if accepted else None
+    if daemons and accepted:
+        figures["daemons_cpu_s_per_1000"] = round(daemons_cpu / len(accepted) * 1000, 3)
+    if elapsed > 0:
+        figures["machine_cores_busy"] = round(machine_cpu / elapsed, 2)
     return figures
 
 

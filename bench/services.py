@@ -53,4 +53,5 @@ def profile_services(profiles: list[str], workdir: Path) -> Iterator[Services]:
                 clamd = stack.enter_context(running_clamd())
             services.clamd_address = clamd.tcp_address
             services.clamd_stream_max_length = STREAM_MAX_LENGTH
+            services.daemon_pids = [d.process.proc.pid for d in (rspamd, clamd) if d.process.proc is not None]
         yield services
