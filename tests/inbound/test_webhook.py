@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from email.utils import formatdate
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -379,3 +380,32 @@ def test_failed_attempts_are_logged_with_the_queue_id(caplog: pytest.LogCaptureF
     assert record.__dict__["attempt"] == 2
     assert record.__dict__["status"] == 503
     assert record.__dict__["reason"] == "http 503"
+
+
+def test_an_injected_transport_serves_every_attempt_with_the_same_classification_and_cap() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(503, headers={"Retry-After": "7"}, content=b"x" * 2000)
+
+    async def scenario() -> None:
+        mock = httpx.MockTransport(handler)
+        client = WebhookClient(
+            "http://helpdesk.test/tickets", SECRET, timeout=5, max_response_bytes=100, transport=mock
+        )
+        try:
+            refused, unavailable = await post(client), await post(client, attempt=2)
+        finally:
+            await client.aclose()
+        assert isinstance(refused, Retry)
+        assert (refused.reason, refused.excerpt) == ("connect error", "refused")
+        assert unavailable == Retry("http 503", 503, 7, "x" * 100, unavailable.ms)
+        assert str(seen[1].url) == "http://helpdesk.test/tickets"
+        assert seen[1].headers["idempotency-key"] == "Q-1"
+        assert seen[1].headers["user-agent"].startswith("postroom/")
+        assert verify(SECRET, seen[1].content, seen[1].headers[SIGNATURE_HEADER], now=time.time())
+
+    run(scenario)
