@@ -13,6 +13,7 @@ import cProfile
 import logging
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,9 +55,10 @@ async def drain(args: argparse.Namespace) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    workdir = tempfile.mkdtemp(prefix="postroom-drain-")
     try:
         await asyncio.sleep(1.0)
-        spool = Spool(Path(tempfile.mkdtemp(prefix="postroom-drain-")), fsync=not args.no_fsync).create()
+        spool = Spool(Path(workdir), fsync=not args.no_fsync).create()
         spool.store([(_meta(n), message(f"m{n}")) for n in range(args.messages)])
         webhook = WebhookClient(
             f"http://127.0.0.1:{port}/tickets",
@@ -93,6 +95,7 @@ async def drain(args: argparse.Namespace) -> None:
     finally:
         receiver.terminate()
         receiver.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
