@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import SupportsIndex
 
@@ -43,6 +43,35 @@ _BODYLESS_STATUSES = frozenset({204, 304})
 _OURS = frozenset({b"content-length", b"transfer-encoding"})
 
 Origin = tuple[str, str, int]  # scheme, host, port: what a connection can be reused for
+
+
+class TransportSlots:
+    """At most `limit` single-connection transports, one per request in flight, made on first need and
+    handed out LIFO (the warmest connection first).
+
+    A shared pool scans every connection on every request (httpcore: a poll() and getpeername() each), which
+    made it the webhook runner's main cost; a slot per concurrent request has nothing to scan.
+    """
+
+    def __init__(self, make: Callable[[], httpx.AsyncBaseTransport], limit: int) -> None:
+        self._make = make
+        self._limit = limit
+        self._idle: asyncio.LifoQueue[httpx.AsyncBaseTransport] = asyncio.LifoQueue()
+        self._made: list[httpx.AsyncBaseTransport] = []
+
+    async def acquire(self) -> httpx.AsyncBaseTransport:
+        if self._idle.empty() and len(self._made) < self._limit:
+            slot = self._make()
+            self._made.append(slot)
+            return slot
+        return await self._idle.get()
+
+    def release(self, slot: httpx.AsyncBaseTransport) -> None:
+        self._idle.put_nowait(slot)
+
+    async def aclose(self) -> None:
+        for slot in self._made:
+            await slot.aclose()
 
 
 class KeepAliveTransport(httpx.AsyncBaseTransport):
@@ -78,8 +107,8 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 return await connection.exchange(message, request)
             except _NoResponse:
                 # The server closed the idle connection as we reused it (the keep-alive race) and not one byte
-                # of an answer came back, so send again on a fresh connection. Resending is safe for our one
-                # user, the webhook: it is idempotent by its Idempotency-Key header.
+                # of an answer came back, so send again on a fresh connection. Resending is safe for our
+                # users: the webhook is idempotent by its Idempotency-Key header, a Rspamd scan by nature.
                 self._discard(abort=True)
         connection = await self._connect(origin, request)
         try:

@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from inbound.http1 import KeepAliveTransport
+from inbound.http1 import KeepAliveTransport, TransportSlots
 from inbound.signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("postroom.webhook")
@@ -97,23 +97,12 @@ class WebhookClient:
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
         self._clock = clock
-        # One single-connection transport ("slot") per concurrent attempt, handed out LIFO (the warmest
-        # connection first). A shared pool scans every connection on every request (httpcore: a poll() and
-        # getpeername() each), which made it the runner's main cost. Slots are made on first need and share
-        # one TLS context (each context loads the CA bundle). No AsyncClient: nothing of it is wanted here
-        # (no redirects, cookies, auth or proxies from the environment), and it costs CPU on every request.
-        self._idle: asyncio.LifoQueue[httpx.AsyncBaseTransport] = asyncio.LifoQueue()
-        self._slots: list[httpx.AsyncBaseTransport] = []
-        self._max_slots = max_connections
+        # One single-connection transport ("slot") per concurrent attempt (see TransportSlots), sharing one
+        # TLS context (each context loads the CA bundle). No AsyncClient: nothing of it is wanted here (no
+        # redirects, cookies, auth or proxies from the environment), and it costs CPU on every request.
         self._transport = transport  # tests inject faults; all slots then share it
         self._tls: ssl.SSLContext | None = None
-
-    async def _acquire(self) -> httpx.AsyncBaseTransport:
-        if self._idle.empty() and len(self._slots) < self._max_slots:
-            slot = self._make_slot()
-            self._slots.append(slot)
-            return slot
-        return await self._idle.get()
+        self._slots = TransportSlots(self._make_slot, max_connections)
 
     def _make_slot(self) -> httpx.AsyncBaseTransport:
         if self._transport is not None:
@@ -123,11 +112,10 @@ class WebhookClient:
         return KeepAliveTransport(max_response_bytes=self._max_response_bytes, ssl_context=self._tls)
 
     async def aclose(self) -> None:
-        for slot in self._slots:
-            if slot is not self._transport:
-                await slot.aclose()
         if self._transport is not None:
-            await self._transport.aclose()
+            await self._transport.aclose()  # every slot is this one transport
+        else:
+            await self._slots.aclose()
 
     async def post(
         self, body: bytes, *, ticket_id: str, tenant: str, attempt: int, url: str | None = None
@@ -144,7 +132,7 @@ class WebhookClient:
             "X-Postroom-Tenant": tenant,
         }
         request = httpx.Request("POST", url or self._url, content=body, headers=headers)
-        slot = await self._acquire()  # waiting for a free slot is not part of the attempt's deadline
+        slot = await self._slots.acquire()  # waiting for a free slot is not part of the attempt's deadline
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
@@ -162,7 +150,7 @@ class WebhookClient:
         else:
             outcome = self._classify(status, response_headers, head, _elapsed_ms(started))
         finally:
-            self._idle.put_nowait(slot)
+            self._slots.release(slot)
         _log_outcome(outcome, ticket_id=ticket_id, tenant=tenant, attempt=attempt)
         return outcome
 
