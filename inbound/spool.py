@@ -308,7 +308,9 @@ class Spool:
                 if source == DEFERRED and due is not None and due > now:
                     os.close(fd)
                     return NotDue(due)
-                if not self.move(queue_id, source, ACTIVE):
+                # Not synced: it records an attempt, it does not keep a message. After a power loss the file
+                # is back in incoming/ or still in active/ (recovered to incoming/): delivered either way.
+                if not self.move(queue_id, source, ACTIVE, sync=False):
                     os.close(fd)  # the CLI moved it meanwhile
                     continue
                 meta, raw = decode_message(_read_fd(fd))
@@ -339,9 +341,10 @@ class Spool:
         if self.keep_delivered:
             self.move(queue_id, ACTIVE, DONE)
             return
+        # The unlink is not synced (Postfix doesn't either): a power loss can only bring a delivered message
+        # back, to be POSTed again with the same Idempotency-Key — never lose one.
         with contextlib.suppress(FileNotFoundError):
             self.path(ACTIVE, queue_id).unlink()
-        self._sync_dir(self.root / ACTIVE)
         with contextlib.suppress(FileNotFoundError):
             self._state_path(queue_id).unlink()
 

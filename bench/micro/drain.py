@@ -85,9 +85,14 @@ async def drain(args: argparse.Namespace) -> None:
         profiler.disable()
         await runner.stop()
         await webhook.aclose()
-        cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("user", "system", "children_user"))
+        user, system = (
+            sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in fields)
+            for fields in (("user", "children_user"), ("system", "children_system"))
+        )
+        per_msg = 1000 / args.messages
         print(
-            f"{args.messages / elapsed:.0f} msgs/s, runner CPU {cpu / args.messages * 1000:.2f} ms/msg, "
+            f"{args.messages / elapsed:.0f} msgs/s, runner CPU {(user + system) * per_msg:.2f} ms/msg "
+            f"(user {user * per_msg:.2f}, system {system * per_msg:.2f}), "
             f"deferred {len(spool.ids('deferred'))}"
         )
         if args.profile:
