@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from inbound.dirsync import DirectorySync, fsync_directory
+
 if TYPE_CHECKING:
     from inbound.config import SpoolConfig
 
@@ -173,6 +175,8 @@ class Spool:
         self.clock = clock
         self._fsync = fsync
         self._state_lock = threading.Lock()
+        # One coalescing syncer per directory, so concurrent stores share a directory fsync.
+        self._dir_syncs = {name: DirectorySync(self.root / name) for name in (*QUEUE_STATES, "state")}
 
     # ---- layout -------------------------------------------------------------------------------------------
 
@@ -235,11 +239,11 @@ class Spool:
     def _sync_dir(self, directory: Path) -> None:
         if not self._fsync:
             return
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        syncer = self._dir_syncs.get(directory.name)
+        if syncer is not None and syncer.directory == directory:
+            syncer.sync()
+        else:
+            fsync_directory(directory)
 
     # ---- reading ------------------------------------------------------------------------------------------
 
