@@ -54,6 +54,17 @@ class SpfConfig(FilterSection):
     timeout: float = 10.0
     reject_softfail: bool = False
     reject_permerror: bool = False  # a broken SPF record is the sender's DNS problem, not proof of forgery
+    # Evaluations kept per (client IP, domain, identity), each for its answers' TTL and at most cache_ttl
+    # seconds; records with macros are never kept. 0 turns the cache off.
+    cache_size: int = 10_000
+    cache_ttl: float = 60.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.cache_size < 0:
+            raise ConfigError("cache_size", "must not be negative")
+        if self.cache_ttl <= 0:
+            raise ConfigError("cache_ttl", "must be positive")
 
 
 @dataclass

@@ -6,6 +6,12 @@ the check running in the current thread (a context variable), so lookups go to `
 to /etc/resolv.conf. pyspf bounds its lookups only when `querytime` is set, so every check gets a total DNS
 budget below the filter timeout, and the thread is awaited with a deadline of its own.
 
+Evaluations are cached per (client IP, identity domain, identity) — the only inputs of a record without
+macros — for the shortest TTL of the answers used, at most `cache_ttl`: a hit costs no thread, no DNS and no
+pyspf evaluation (~0.65 ms of CPU per message under load). A record using macros (%{l}, %{h}, ...) depends
+on more than the key and is never cached; neither is a temperror. The Received-SPF header names this
+message's sender and HELO, so it is rebuilt for every message by pyspf's own code from the cached result.
+
 Outcomes: fail → "spf.fail" (550 5.7.23); temperror → "spf.temperror" (451 4.7.24); softfail is recorded
 (refused only with reject_softfail); permerror is recorded (refused only with reject_permerror) because it
 says the sender's DNS is broken, not that the mail is forged, and RFC 7208 §8.7 leaves its handling to the
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,7 +36,7 @@ import spf
 from filters.base import Connection, Filter, Outcome, Result, Stage, Transaction
 from filters.config import SpfConfig
 from filters.deps import FilterDeps
-from filters.resolver import sync_twin
+from filters.resolver import TtlCache, sync_twin
 
 log = logging.getLogger("postroom.filters.spf")
 
@@ -54,10 +62,16 @@ def _install_dispatcher() -> None:
 
 
 class ResolverLookup:
-    """pyspf's DNS lookup on a dnspython resolver; DNS failures become pyspf's TempError."""
+    """pyspf's DNS lookup on a dnspython resolver; DNS failures become pyspf's TempError.
+
+    One per evaluation: it notes what decides whether the result may be cached — the earliest expiry of the
+    answers used, and whether any TXT record carried a macro.
+    """
 
     def __init__(self, resolver: dns.resolver.Resolver) -> None:
         self.resolver = resolver
+        self.expires = math.inf  # wall-clock time, as dnspython's Answer.expiration
+        self.uses_macros = False
 
     def __call__(self, name: str, qtype: str, timeout: float) -> PyspfAnswer:
         try:
@@ -66,7 +80,11 @@ class ResolverLookup:
             return []
         except dns.exception.DNSException as exc:
             raise spf.TempError(f"DNS {type(exc).__name__} looking up {name}/{qtype}: {exc}") from exc
-        return [((name, qtype), self._value(qtype, rdata)) for rdata in answer]
+        self.expires = min(self.expires, answer.expiration)
+        values = [((name, qtype), self._value(qtype, rdata)) for rdata in answer]
+        if qtype in ("TXT", "SPF") and any(b"%" in part for _, strings in values for part in strings):
+            self.uses_macros = True
+        return values
 
     @staticmethod
     def _value(qtype: str, rdata: Any) -> Any:
@@ -89,6 +107,33 @@ class SpfEvaluation:
     header: str  # the Received-SPF value
 
 
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    """pyspf's state after a check that the headers and the verdict are made of."""
+
+    result: str
+    explanation: str
+    mechanism: str | None
+    problem: tuple[str, ...]  # pyspf's `mech`: the offending terms of a permerror
+    problem_detail: str | None  # pyspf's `prob`
+
+    @classmethod
+    def of(cls, query: spf.query, evaluation: SpfEvaluation) -> CachedResult:
+        return cls(
+            evaluation.result,
+            evaluation.explanation,
+            query.mechanism,
+            tuple(query.mech),
+            getattr(query, "prob", None),
+        )
+
+    def apply_to(self, query: spf.query) -> None:
+        query.mechanism = self.mechanism
+        query.mech = list(self.problem)
+        if self.problem_detail is not None:
+            query.prob = self.problem_detail
+
+
 class SpfFilter:
     name = "spf"
     stages = frozenset({Stage.MAIL})
@@ -101,31 +146,53 @@ class SpfFilter:
         self.fail_open = cfg.fail_open
         self.hostname = deps.hostname
         self.dns_budget = cfg.timeout * DNS_BUDGET_SHARE
-        self.lookup = ResolverLookup(sync_twin(deps.resolver))
+        self.resolver = sync_twin(deps.resolver)
+        self.cache: TtlCache[tuple[str, str, str], CachedResult] | None = (
+            TtlCache(cfg.cache_size, deps.monotonic) if cfg.cache_size else None
+        )
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
         sender = txn.mail_from if txn else ""
         if not sender and not _is_domain(conn.helo):
             return Result.skipped("null sender and no HELO domain to check")
-        try:
-            # The deadline sits between pyspf's own DNS budget and the chain's timeout, so a stuck check
-            # ends here as spf.temperror. The thread itself ends within the DNS budget.
-            evaluation = await asyncio.wait_for(
-                asyncio.to_thread(self._evaluate, conn.peer_ip, sender, conn.helo),
-                timeout=(self.dns_budget + self.timeout) / 2,
-            )
-        except TimeoutError:
-            evaluation = self._timed_out(conn.peer_ip, sender, conn.helo)
+        query = spf.query(
+            i=conn.peer_ip, s=sender, h=conn.helo, receiver=self.hostname, querytime=self.dns_budget
+        )
+        key = (query.c, query.o.lower(), query.ident)
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            cached.apply_to(query)
+            evaluation = self._evaluation(query, cached.result, cached.explanation)
+        else:
+            try:
+                # The deadline sits between pyspf's own DNS budget and the chain's timeout, so a stuck check
+                # ends here as spf.temperror. The thread itself ends within the DNS budget.
+                evaluation, keep_for = await asyncio.wait_for(
+                    asyncio.to_thread(self._evaluate, query),
+                    timeout=(self.dns_budget + self.timeout) / 2,
+                )
+            except TimeoutError:
+                evaluation, keep_for = self._timed_out(conn.peer_ip, sender, conn.helo), 0.0
+            if self.cache is not None and keep_for > 0:  # put here: the cache belongs to the loop thread
+                self.cache.put(key, CachedResult.of(query, evaluation), keep_for)
         if txn is not None:
             txn.add_headers.append(("Received-SPF", evaluation.header))
-        log.debug("spf evaluated", extra={"result": evaluation.result, "domain": evaluation.domain})
+        log.debug(
+            "spf evaluated",
+            extra={"result": evaluation.result, "domain": evaluation.domain, "cached": cached is not None},
+        )
         return self._result(evaluation)
 
-    def _evaluate(self, ip: str, sender: str, helo: str) -> SpfEvaluation:
-        """Runs in a worker thread."""
-        _current_lookup.set(self.lookup)  # to_thread runs us in a copy of the context: nothing leaks
-        query = spf.query(i=ip, s=sender, h=helo, receiver=self.hostname, querytime=self.dns_budget)
+    def _evaluate(self, query: spf.query) -> tuple[SpfEvaluation, float]:
+        """Runs in a worker thread: the evaluation, and how long it may be cached (0: not at all)."""
+        lookup = ResolverLookup(self.resolver)
+        _current_lookup.set(lookup)  # to_thread runs us in a copy of the context: nothing leaks
         result, _code, explanation = query.check()
+        cacheable = result != "temperror" and not lookup.uses_macros
+        keep_for = min(lookup.expires - time.time(), self.cfg.cache_ttl) if cacheable else 0.0
+        return self._evaluation(query, result, explanation), keep_for
+
+    def _evaluation(self, query: spf.query, result: str, explanation: str) -> SpfEvaluation:
         return SpfEvaluation(
             result=result,
             domain=query.o,

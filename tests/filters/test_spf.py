@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -13,8 +15,9 @@ from filters.config import SpfConfig
 from filters.deps import FilterDeps
 from filters.resolver import make_resolver
 from filters.spf import SpfFilter, build
-from inbound.config import DnsConfig
-from tests.servers.dns import DnsServer, UnresponsiveDnsServer
+from inbound.config import DnsConfig, load_config
+from inbound.configload import ConfigError
+from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -24,8 +27,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout=30))
 
 
-def make_filter(nameserver: str, **cfg: Any) -> SpfFilter:
-    deps = FilterDeps(resolver=make_resolver(DnsConfig([nameserver], 2.0)), hostname="mx.postroom.test")
+def make_filter(nameserver: str, clock: Callable[[], float] = time.monotonic, **cfg: Any) -> SpfFilter:
+    deps = FilterDeps(
+        resolver=make_resolver(DnsConfig([nameserver], 2.0)), hostname="mx.postroom.test", monotonic=clock
+    )
     flt = build(SpfConfig(enabled=True, **cfg), deps)
     assert isinstance(flt, SpfFilter)
     return flt
@@ -188,3 +193,107 @@ def test_chain_accepts_and_records_pass_softfail_and_permerror(dns_server: DnsSe
     assert decision is not None and decision.render().startswith(
         "550 5.7.23 SPF validation failed: domain of helo"
     )
+
+
+def count_evaluations(flt: SpfFilter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Spy on pyspf runs: each entry is the sender one evaluation was made for."""
+    runs: list[str] = []
+    evaluate = flt._evaluate
+
+    def spy(query: spf.query) -> Any:
+        runs.append(query.s)
+        return evaluate(query)
+
+    monkeypatch.setattr(flt, "_evaluate", spy)
+    return runs
+
+
+@pytest.mark.parametrize("domain", ["pass", "fail", "softfail", "neutral", "none", "permerror", "syntax"])
+def test_a_cached_result_gives_the_same_verdict_and_a_header_for_this_sender(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch, domain: str
+) -> None:
+    flt = make_filter(dns_server.nameserver)
+    runs = count_evaluations(flt, monkeypatch)
+    first, first_txn = check(flt, f"ada@{domain}.spf.test")
+    second, second_txn = check(flt, f"bob@{domain}.spf.test")
+    assert runs == [f"ada@{domain}.spf.test"]
+    assert (second.outcome, second.reason, second.detail, second.data) == (
+        first.outcome,
+        first.reason,
+        first.detail,
+        first.data,
+    )
+    expected = first_txn.add_headers[0][1].replace(f'"ada@{domain}.spf.test"', f'"bob@{domain}.spf.test"')
+    assert second_txn.add_headers == [("Received-SPF", expected)]
+
+
+def test_a_cache_hit_asks_no_dns_and_other_clients_are_evaluated_afresh(
+    counting_dns_proxy: CountingDnsProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flt = make_filter(counting_dns_proxy.nameserver)
+    runs = count_evaluations(flt, monkeypatch)
+    check(flt, "a@pass.spf.test")
+    asked = counting_dns_proxy.count("pass.spf.test", "TXT")
+    check(flt, "b@PASS.spf.test")
+    assert counting_dns_proxy.count("pass.spf.test", "TXT") == asked and len(runs) == 1
+    assert check(flt, "a@pass.spf.test", ip="127.0.0.9")[0].reason == "spf.pass"
+    assert check(flt, "a@pass.spf.test", ip="2001:db9::5")[0].reason == "spf.fail"
+    assert check(flt, "", helo="pass.spf.test")[0].data["identity"] == "helo"
+    assert len(runs) == 4
+
+
+def test_a_record_with_macros_is_evaluated_for_every_sender(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flt = make_filter(dns_server.nameserver)
+    runs = count_evaluations(flt, monkeypatch)
+    assert check(flt, "alice@macro.spf.test")[0].reason == "spf.pass"
+    assert check(flt, "bob@macro.spf.test")[0].reason == "spf.fail"
+    assert check(flt, "alice@macro.spf.test")[0].reason == "spf.pass"
+    assert len(runs) == 3
+
+
+def test_temperror_is_not_cached(dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    flt = make_filter(dns_server.nameserver)
+    runs = count_evaluations(flt, monkeypatch)
+    assert check(flt, "a@temperror.spf.test")[0].reason == "spf.temperror"
+    assert check(flt, "a@temperror.spf.test")[0].reason == "spf.temperror"
+    assert len(runs) == 2
+
+
+def test_a_cached_result_expires_after_cache_ttl(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    flt = make_filter(dns_server.nameserver, clock=lambda: now[0], cache_ttl=30)
+    runs = count_evaluations(flt, monkeypatch)
+    check(flt, "a@pass.spf.test")
+    now[0] += 29
+    check(flt, "a@pass.spf.test")
+    now[0] += 2
+    check(flt, "a@pass.spf.test")
+    assert len(runs) == 2
+
+
+def test_cache_size_zero_evaluates_every_check(
+    dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flt = make_filter(dns_server.nameserver, cache_size=0)
+    runs = count_evaluations(flt, monkeypatch)
+    check(flt, "a@pass.spf.test")
+    check(flt, "a@pass.spf.test")
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("cache_ttl = 0", "cache_ttl: must be positive"),
+        ("cache_size = -1", "cache_size: must not be negative"),
+    ],
+)
+def test_bad_cache_settings_are_config_errors(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "postroom.toml"
+    path.write_text(f"[filters.spf]\nenabled = true\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"^filters\.spf\.{message}"):
+        load_config(path)
