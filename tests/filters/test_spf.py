@@ -27,7 +27,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout=30))
 
 
-def make_filter(nameserver: str, clock: Callable[[], float] = time.monotonic, **cfg: Any) -> SpfFilter:
+def make_filter(nameserver: str, *, clock: Callable[[], float] = time.monotonic, **cfg: Any) -> SpfFilter:
     deps = FilterDeps(
         resolver=make_resolver(DnsConfig([nameserver], 2.0)), hostname="mx.postroom.test", monotonic=clock
     )
