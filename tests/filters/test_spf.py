@@ -176,7 +176,7 @@ def run_chain(
         ),
     ],
 )
-def test_chain_replies(dns_server: DnsServer, sender: str, cfg: dict[str, bool], reply: str) -> None:
+def test_chain_replies(dns_server: DnsServer, sender: str, cfg: dict[str, Any], reply: str) -> None:
     decision, txn = run_chain(make_filter(dns_server.nameserver, **cfg), sender)
     assert decision is not None and decision.render().startswith(reply)
     assert txn.facts["spf"]["domain"] == sender.partition("@")[2]
