@@ -144,14 +144,19 @@ class FqdnFilter:
         return Result(outcome, reason, detail, {"domain": domain})
 
     async def sender_domain_status(self, domain: str) -> tuple[str, str]:
-        """("", detail) if the domain can receive mail replies, else (reason, detail)."""
-        mx, a, aaaa = await asyncio.gather(
-            self._records(domain, "MX"), self._records(domain, "A"), self._records(domain, "AAAA")
-        )
+        """("", detail) if the domain can receive mail replies, else (reason, detail).
+
+        MX first, alone: almost every sender domain has one (usually a cached answer, no task, no query),
+        and a domain that does not exist ends there too. Only otherwise A and AAAA, together.
+        """
+        mx = await self._records(domain, "MX")
         if isinstance(mx, list) and mx:
             if all(rdata.exchange == dns.name.root for rdata in mx):
                 return "fqdn.sender_domain_unknown", f"{domain} has a null MX: it accepts no mail"
             return "", f"{domain} has MX records"
+        if isinstance(mx, dns.resolver.NXDOMAIN):
+            return "fqdn.sender_domain_unknown", f"{domain}: domain does not exist"
+        a, aaaa = await asyncio.gather(self._records(domain, "A"), self._records(domain, "AAAA"))
         if any(isinstance(r, list) and r for r in (a, aaaa)):
             return "", f"{domain} has no MX but has an address record"
         if any(isinstance(r, dns.resolver.NXDOMAIN) for r in (mx, a, aaaa)):

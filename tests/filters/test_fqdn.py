@@ -13,7 +13,7 @@ from filters.deps import FilterDeps
 from filters.fqdn import FqdnFilter, build, helo_problem
 from filters.resolver import make_resolver
 from inbound.config import DnsConfig
-from tests.servers.dns import DnsServer, UnresponsiveDnsServer
+from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -165,6 +165,15 @@ def test_sender_domain(
     result = mail(make_filter(dns_server.nameserver), sender)
     assert (result.outcome, result.reason) == (outcome, reason)
     assert result.detail.startswith(detail)
+
+
+def test_a_domain_with_mx_or_none_at_all_costs_one_query(counting_dns_proxy: CountingDnsProxy) -> None:
+    flt = make_filter(counting_dns_proxy.nameserver)
+    assert mail(flt, "a@pass.spf.test").outcome is Outcome.PASS
+    assert mail(flt, "a@absent.sender.test").reason == "fqdn.sender_domain_unknown"
+    assert counting_dns_proxy.total() == 2
+    assert mail(flt, "a@a-only.sender.test").outcome is Outcome.PASS  # no MX: then A and AAAA
+    assert counting_dns_proxy.count("a-only.sender.test", "AAAA") == 1
 
 
 def test_null_sender_skips_sender_checks(dns_server: DnsServer) -> None:
