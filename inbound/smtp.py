@@ -19,7 +19,7 @@ from email.utils import format_datetime
 from typing import Any, Protocol
 
 from filters.base import Connection, Stage, Transaction
-from filters.chain import FilterChain
+from filters.chain import FilterChain, verdict_summary
 from inbound import policy
 from inbound.config import Config, parse_hostport
 from inbound.routing import Refusal, Route, Router
@@ -305,6 +305,7 @@ class InboundHandler:
             )
             return policy.SPOOL_ERROR.render()
         tenants = [item[0]["tenant"] for item in items]
+        verdicts = verdict_summary(txn.verdicts)  # the session's connect and HELO verdicts included
         for queue_id, tenant in zip(ids, tenants, strict=True):
             log.info(
                 "queued",
@@ -315,6 +316,7 @@ class InboundHandler:
                     "tenant": tenant,
                     "size": len(txn.message),
                     "client_ip": state.conn.peer_ip,
+                    "verdicts": verdicts,
                 },
             )
             if self.metrics is not None:
