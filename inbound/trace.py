@@ -1,7 +1,7 @@
 """`postroom trace <queue id>`: one message's history from the spool and the JSON logs, in time order.
 
 The spool gives the envelope, the delivery history kept beside the message and where it is now; the logs
-give everything else (connect, each filter verdict, the 250, each webhook attempt). Log files may be plain
+give everything else (connect, the 250 with every filter verdict, refusals, each webhook attempt). Log files may be plain
 or gzip-rotated, and `-` reads standard input (`journalctl -u postroom -o cat | postroom trace ID --log -`).
 """
 
