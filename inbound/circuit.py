@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from inbound.config import BackpressureConfig
 from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool, SpoolError, queued_at_from_id
 from inbound.webhook import Delivered, Outcome, Retry
@@ -182,6 +180,10 @@ class TenantCircuits:
         self._open_until = view
 
 
+class CircuitStoreError(Exception):
+    """The shared circuit store could not be reached or answered with an error."""
+
+
 class RedisCircuitStore:
     """The open circuits of all nodes in one Redis sorted set: member tenant, score open-until."""
 
@@ -190,7 +192,20 @@ class RedisCircuitStore:
         self.key = key
 
     async def exchange(self, changes: dict[str, float | None], now: float) -> dict[str, float]:
-        """Write this node's changes, drop expired circuits, read the open ones: one round trip."""
+        """Write this node's changes, drop expired circuits, read the open ones: one round trip.
+
+        Redis's own errors come out as CircuitStoreError.
+        """
+        # Imported here, as redis.asyncio is by the app: ~14 MB (with the cryptography it loads) that a node
+        # without [redis] url never needs.
+        from redis.exceptions import RedisError
+
+        try:
+            return await self._exchange(changes, now)
+        except RedisError as exc:
+            raise CircuitStoreError(str(exc)) from exc
+
+    async def _exchange(self, changes: dict[str, float | None], now: float) -> dict[str, float]:
         async with self.redis.pipeline(transaction=False) as pipe:
             opened = {tenant: until for tenant, until in changes.items() if until is not None}
             closed = [tenant for tenant, until in changes.items() if until is None]
@@ -314,7 +329,7 @@ class BackPressure:
         changes, self.circuits.unsent = self.circuits.unsent, {}
         try:
             shared = await self.store.exchange(changes, self.clock())
-        except (RedisError, OSError) as exc:
+        except (CircuitStoreError, OSError) as exc:
             for tenant, until in changes.items():  # retried next time, unless superseded meanwhile
                 self.circuits.unsent.setdefault(tenant, until)
             if not self._store_failing:

@@ -15,7 +15,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the venv (types-jsonschema)
 import orjson
 
 from inbound.mime_text import scrub_surrogates
@@ -96,6 +95,8 @@ def load_schema() -> dict[str, Any]:
 
 def validate_ticket(ticket: dict[str, Any]) -> None:
     """Raise `jsonschema.ValidationError` (the most relevant error) unless `ticket` matches the schema."""
+    import jsonschema  # type: ignore[import-untyped]  # here: ~2 MB a worker never needs (tests, receivers)
+
     error = jsonschema.exceptions.best_match(_validator().iter_errors(ticket))
     if error is not None:
         raise error
@@ -110,6 +111,8 @@ def _schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Any:
+    import jsonschema
+
     schema = _schema()
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)

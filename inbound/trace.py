@@ -1,8 +1,8 @@
 """`postroom trace <queue id>`: one message's history from the spool and the JSON logs, in time order.
 
 The spool gives the envelope, the delivery history kept beside the message and where it is now; the logs
-give everything else (connect, the 250 with every filter verdict, refusals, each webhook attempt). Log files may be plain
-or gzip-rotated, and `-` reads standard input (`journalctl -u postroom -o cat | postroom trace ID --log -`).
+
+
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
-from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from inbound.config import Config
@@ -277,6 +276,10 @@ class RedisSuppressionList:
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
+        # Imported here, as redis.asyncio is by the app: ~14 MB (with the cryptography it loads) that a node
+        # without [redis] url never needs.
+        from redis.exceptions import RedisError
+
         try:
             yield
         except RedisError as exc:
