@@ -44,6 +44,8 @@ log = logging.getLogger("postroom.filters.auth")
 
 MAX_SIGNATURES = 8  # each costs a DNS lookup and an RSA verification
 _TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
+_SIGNATURE_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
 
 
 class _DkimpyLog(logging.LoggerAdapter[logging.Logger]):
@@ -94,6 +96,14 @@ class DkimKeyFetcher:
         except dkim.DKIMException as exc:
             self.problem = f"unusable key at {qname.rstrip('.')}: {exc}"
         return record
+
+
+def has_dkim_signature(message: bytes) -> bool:
+    """Whether the header section has a DKIM-Signature field: without one there is nothing to verify, and
+    neither a thread nor dkimpy's parse of the message is needed."""
+    end = _END_OF_HEADER.search(message)
+    header = message if end is None else message[: end.start() + 1]
+    return _SIGNATURE_FIELD.search(header) is not None
 
 
 def verify_dkim(message: bytes, resolver: dns.resolver.Resolver, budget: float) -> list[DkimSignatureResult]:
@@ -206,7 +216,11 @@ class AuthFilter:
         if txn is None or not txn.message:
             return Result.skipped("no message")
         author = author_domain(txn.message)
-        signatures, record = await asyncio.gather(self._verify_dkim(txn.message), self.dmarc_record(author))
+        if has_dkim_signature(txn.message):
+            verifying = self._verify_dkim(txn.message)
+            signatures, record = await asyncio.gather(verifying, self.dmarc_record(author))
+        else:
+            signatures, record = [], await self.dmarc_record(author)
         spf: dict[str, Any] = dict(txn.facts.get("spf") or {"result": "none", "domain": "", "identity": ""})
         dmarc = self._evaluate(txn.message, author, record, spf, signatures)
         txn.add_headers.append(("Authentication-Results", self._header(spf, signatures, dmarc)))

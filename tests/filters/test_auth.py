@@ -7,7 +7,14 @@ from typing import Any, TypeVar
 import dkim
 import pytest
 
-from filters.auth import AuthFilter, author_domain, build, organizational_domain, parse_dmarc_record
+from filters.auth import (
+    AuthFilter,
+    author_domain,
+    build,
+    has_dkim_signature,
+    organizational_domain,
+    parse_dmarc_record,
+)
 from filters.base import Connection, Mode, Outcome, Result, Stage, Transaction
 from filters.chain import Decision, FilterChain
 from filters.config import DkimVerifyConfig, SpfConfig
@@ -65,6 +72,22 @@ def test_dmarc_record_parsing_and_organisational_domain() -> None:
     fallback = parse_dmarc_record("example.test", "v=DMARC1; p=bogus; rua=mailto:d@example.test")
     assert fallback is not None and fallback.p == "none"
     assert organizational_domain("a.b.news.reject.test.") == "reject.test"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (b"From: a@b.test\r\nDKIM-Signature: v=1; d=b.test\r\n\r\nbody\r\n", True),
+        (b"dkim-signature :\r\n\tv=1\r\nFrom: a@b.test\r\n\r\nbody\r\n", True),
+        (b"From: a@b.test\nDKIM-Signature: v=1\n\nbody\n", True),  # bare LF
+        (b"From: a@b.test\r\nDKIM-Signature: v=1\r\n", True),  # no body at all
+        (b"From: a@b.test\r\nX-DKIM-Signature: v=1\r\n\r\nbody\r\n", False),
+        (b"From: a@b.test\r\n\r\nDKIM-Signature: v=1 in the body\r\n", False),
+        (b"From: a@b.test\r\nSubject: about DKIM-Signature: headers\r\n\r\n", False),
+    ],
+)
+def test_has_dkim_signature_looks_at_header_fields_only(message: bytes, expected: bool) -> None:
+    assert has_dkim_signature(message) is expected
 
 
 def test_author_domain_needs_exactly_one_from_domain() -> None:
