@@ -4,18 +4,27 @@
   header has told us the real client address — and may answer 421/554 instead of greeting.
 - Every 4xx/5xx reply carries an RFC 3463 enhanced status code, including aiosmtpd's built-in replies.
 - A whole-session time limit on top of aiosmtpd's per-command idle timeout.
+- DATA is read in chunks and searched for the end-of-data line, not line by line (see `_read_data`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from inbound.policy import MESSAGE_TOO_BIG, SESSION_TOO_LONG
+
+log = logging.getLogger("postroom.smtp")
+
+_END_OF_DATA = b"\r\n.\r\n"
+_DATA_CHUNK = 64 * 1024
+_YIELD_EVERY_CHUNKS = 16  # ~1 MB of a fast sender between chances for the other sessions
+LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"  # aiosmtpd's words; push() adds 5.5.2
 
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 # aiosmtpd's own reply texts that have a precise meaning worth a precise code.
@@ -91,6 +100,11 @@ class _YieldingStreamReader(asyncio.StreamReader):
         if self.before_wait is not None and not self.has_line():
             self.before_wait()
         return await super().readuntil(separator)
+
+    def unread(self, data: bytes | bytearray) -> None:
+        """Put bytes read past the end of DATA back in front of what is buffered."""
+        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
+        buffer[:0] = data
 
     def has_line(self) -> bool:
         """A whole line is already buffered: the client pipelined another command."""
@@ -195,7 +209,98 @@ class PostroomSMTP(SMTP):
         self._writer.write(response)
         await self._writer.drain()
 
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, with the message read by `_read_data` instead of a readuntil per line.
+
+        Replies and limits are aiosmtpd's: 503 without recipients, 501 with an argument, and after the
+        whole message has been read, 552 for more than `data_size_limit` bytes, else 500 for a line over
+        `line_length_limit` (CRLF included). (aiosmtpd reports whichever of the two it met first.)
+        """
+        reader = self._yielding_reader
+        if reader is None or self._decode_data or "DATA" not in self._handle_hooks:
+            await super().smtp_DATA(arg)  # configurations Postroom does not use: aiosmtpd's own loop
+            return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, problem = await self._read_data(reader)
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if problem is not None:
+            await self.push(problem)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, unannotated
+            return
+        if content is None:  # the client went away mid-message
+            self._writer.close()
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self, reader: _YieldingStreamReader) -> tuple[bytes | None, str | None]:
+        """(message, None), or (None, reply) when a limit was exceeded, or (None, None) at end of stream.
+
+        aiosmtpd's loop costs a readuntil, a debug log call and two copies per line: ~6 µs a line, ~8% of
+        the listener's CPU for 1.5 KB messages and far more for large ones. Here each chunk is appended
+        and searched for CRLF.CRLF once; dot-unstuffing (a line's leading dot removed, RFC 5321 4.5.2) is
+        one replace; line lengths are checked once at the end. Bytes after the end-of-data line (pipelined
+        commands) go back to the reader. Past the size limit the data is dropped while reading to the end.
+        """
+        received = bytearray(b"\r\n")  # a CRLF before the first line makes ".\r\n" at the start an end too
+        size_limit = self.data_size_limit
+        scan_from, dropped, chunks = 0, 0, 0
+        while True:
+            chunk = await reader.read(_DATA_CHUNK)
+            if not chunk:
+                return None, None
+            received += chunk
+            end = received.find(_END_OF_DATA, scan_from)
+            if end >= 0:
+                break
+            scan_from = max(0, len(received) - len(_END_OF_DATA) + 1)
+            if size_limit and dropped + len(received) - 2 > size_limit + len(_END_OF_DATA):
+                keep = len(_END_OF_DATA) - 1  # enough to find a terminator split across chunks
+                dropped += len(received) - 2 - keep
+                del received[2 : len(received) - keep]
+                scan_from = 0
+            chunks += 1
+            if chunks % _YIELD_EVERY_CHUNKS == 0:
+                await asyncio.sleep(0)
+        rest = received[end + len(_END_OF_DATA) :]
+        if rest:
+            reader.unread(rest)
+        del received[end + 2 :]  # keep the last line's CRLF
+        if size_limit and dropped + len(received) - 2 > size_limit:
+            return None, MESSAGE_TOO_BIG.render()
+        if dropped == 0 and _longest_line(received) > self.line_length_limit:
+            return None, LINE_TOO_LONG
+        return bytes(received.replace(b"\r\n.", b"\r\n"))[2:], None
+
     def _flush_held(self) -> None:
         if self._held and self.transport is not None and not self.transport.is_closing():
             self._writer.write(b"".join(self._held))
         self._held.clear()
+
+
+def _longest_line(data: bytearray) -> int:
+    """The longest CRLF-terminated line in `data` (which starts with a CRLF), counting its CRLF."""
+    longest, start = 0, 2
+    while start < len(data):
+        end = data.find(b"\r\n", start)
+        if end < 0:
+            end = len(data)
+        longest = max(longest, end + 2 - start)
+        start = end + 2
+    return longest

@@ -4,12 +4,14 @@ import asyncio
 import random
 import socket
 from pathlib import Path
-from typing import BinaryIO
+from types import SimpleNamespace
+from typing import BinaryIO, cast
 
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from inbound.smtp_protocol import PostroomSMTP, with_enhanced_code
+from inbound.smtp_protocol import PostroomSMTP, _YieldingStreamReader, with_enhanced_code
+from inbound.spool import INCOMING
 from tests.support.harness import DOMAIN, make_config, message, running, send_raw_dialogue, smtp_port
 
 
@@ -141,3 +143,113 @@ async def test_a_lone_command_is_answered_at_once(tmp_path: Path) -> None:
             timeout=5.0,
         )
     assert replies[-2].startswith("250 2.1.0") and replies[-1].startswith("250 2.1.5")
+
+
+# ---- DATA read in chunks --------------------------------------------------------------------------------
+
+
+def _aiosmtpd_reading(stream: bytes) -> tuple[bytes, bytes]:
+    """aiosmtpd's line-by-line DATA loop on `stream`: (the message, what is left after its end)."""
+    lines, start = [], 0
+    while True:
+        end = stream.index(b"\r\n", start) + 2
+        line = stream[start:end]
+        if line == b".\r\n":
+            return b"".join(lines), stream[end:]
+        lines.append(line[1:] if line.startswith(b".") else line)
+        start = end
+
+
+def _random_message(rng: random.Random) -> bytes:
+    pieces = [b"a", b"..", b".", b"\r", b"\n", b"\xff\x00", b" ", b"\r\n", b"\r\n.", b"\r\n..", b"x" * 40]
+    body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 60)))
+    return body if body.endswith(b"\r\n") or not body else body + b"\r\n"
+
+
+async def _read_data_from(
+    chunks: list[bytes], *, size_limit: int = 0, line_limit: int = 1001
+) -> tuple[bytes | None, str | None, bytes]:
+    """Feed a real StreamReader chunk by chunk; return `_read_data`'s answer and what is left buffered."""
+    reader = _YieldingStreamReader(limit=line_limit)
+    session = cast(PostroomSMTP, SimpleNamespace(data_size_limit=size_limit, line_length_limit=line_limit))
+
+    async def feed() -> None:
+        for chunk in chunks:
+            reader.feed_data(chunk)
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    content, problem = await PostroomSMTP._read_data(session, reader)
+    await feeder
+    left = await reader.read()
+    return content, problem, left
+
+
+def _chunked(data: bytes, rng: random.Random) -> list[bytes]:
+    cuts = (
+        sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 6))))
+        if len(data) > 1
+        else []
+    )
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+async def test_read_data_agrees_with_aiosmtpd_on_random_messages_and_chunkings() -> None:
+    rng = random.Random(20261206)
+    for _ in range(400):
+        body = _random_message(rng)
+        stream = body + b".\r\nQUIT\r\n"
+        content, problem, left = await _read_data_from(_chunked(stream, rng))
+        expected, rest = _aiosmtpd_reading(stream)  # an unstuffed ".\r\n" line in the body ends it early
+        assert (content, problem, left) == (expected, None, rest), stream
+
+
+async def test_read_data_finds_an_end_split_across_chunks_and_an_empty_message() -> None:
+    assert await _read_data_from([b"Subject: x\r\n\r\nbody\r", b"\n", b".", b"\r", b"\nRSET\r\n"]) == (
+        b"Subject: x\r\n\r\nbody\r\n",
+        None,
+        b"RSET\r\n",
+    )
+    assert await _read_data_from([b".\r\n"]) == (b"", None, b"")
+
+
+async def test_read_data_refuses_too_much_and_too_long_only_after_the_end() -> None:
+    big = b"x" * 70 + b"\r\n"
+    content, problem, left = await _read_data_from([big] * 5000 + [b".\r\nNOOP\r\n"], size_limit=1000)
+    assert (content, left) == (None, b"NOOP\r\n") and problem is not None and problem.startswith("552 5.3.4")
+    content, problem, left = await _read_data_from([b"a" * 1000 + b"\r\n.\r\n"], line_limit=1001)
+    assert (content, problem, left) == (None, "500 Line too long (see RFC5321 4.5.3.1.6)", b"")
+    assert (await _read_data_from([b"a" * 999 + b"\r\n.\r\n"], line_limit=1001))[1] is None
+
+
+async def test_read_data_at_end_of_stream_is_no_message() -> None:
+    assert await _read_data_from([b"Subject: x\r\n\r\nunfinished"]) == (None, None, b"")
+
+
+async def test_dot_stuffed_lines_long_lines_and_a_pipelined_next_message_over_smtp(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "spool", "http://127.0.0.1:9/tickets")
+    body = b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n.x\r\nend\r\n"
+    envelope = f"MAIL FROM:<ada@example.org>\r\nRCPT TO:<support@acme.{DOMAIN}>\r\nDATA\r\n".encode()
+    async with running(config) as app:
+        app.runner._stopping = True  # keep the messages spooled to read them back
+        sock = socket.create_connection(("127.0.0.1", smtp_port(config)), timeout=10)
+        reader = sock.makefile("rb")
+        with sock, reader:
+            await asyncio.to_thread(_read_replies, reader, 1)
+            sock.sendall(b"EHLO client.example.org\r\n" + envelope)
+            await asyncio.to_thread(_read_replies, reader, 4)
+            # The end of one message, a whole second transaction and QUIT in one write.
+            sock.sendall(body + b".\r\n" + envelope)
+            first = (await asyncio.to_thread(_read_replies, reader, 4))[0]
+            sock.sendall(b"Subject: " + b"y" * 1200 + b"\r\n\r\nx\r\n.\r\n" + envelope)
+            too_long = (await asyncio.to_thread(_read_replies, reader, 4))[0]
+            sock.sendall(b"Subject: after\r\n\r\nfine\r\n.\r\nQUIT\r\n")
+            second, bye = await asyncio.to_thread(_read_replies, reader, 2)
+        first_id, second_id = first.rsplit(" ", 1)[1], second.rsplit(" ", 1)[1]
+        spooled = app.spool.read(INCOMING, first_id).raw
+        after = app.spool.read(INCOMING, second_id).raw
+    assert first.startswith("250 2.0.0 queued as") and second.startswith("250 2.0.0 queued as")
+    assert too_long.startswith("500 5.5.2 Line too long") and bye.startswith("221")
+    assert spooled.endswith(b"Subject: dots\r\n\r\n.leading dot\r\n..\r\nx\r\nend\r\n")
+    assert after.endswith(b"Subject: after\r\n\r\nfine\r\n")
