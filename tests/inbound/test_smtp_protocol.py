@@ -150,7 +150,8 @@ async def test_a_lone_command_is_answered_at_once(tmp_path: Path) -> None:
 
 def _aiosmtpd_reading(stream: bytes) -> tuple[bytes, bytes]:
     """aiosmtpd's line-by-line DATA loop on `stream`: (the message, what is left after its end)."""
-    lines, start = [], 0
+    lines: list[bytes] = []
+    start = 0
     while True:
         end = stream.index(b"\r\n", start) + 2
         line = stream[start:end]
