@@ -268,6 +268,11 @@ class Bench:
 
 
 async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str, Any]:
+    # Start with the disk quiet: writeback left by whatever ran before (a previous run's 20,000 spool files)
+    # would slow the first systems measured.
+    started = time.monotonic()
+    await asyncio.to_thread(os.sync)
+    log(f"disk synced in {time.monotonic() - started:.1f}s")
     workdir = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
     document: dict[str, Any] = {
         "schema": "postroom.bench/1",
