@@ -258,7 +258,10 @@ class PostroomSMTP(SMTP):
         one replace; line lengths are checked once at the end. Bytes after the end-of-data line (pipelined
         commands) go back to the reader. Past the size limit the data is dropped while reading to the end.
         """
-        received = bytearray(b"\r\n")  # a CRLF before the first line makes ".\r\n" at the start an end too
+        # A CRLF before the first line makes ".\r\n" at the very start an end too. It is not data: `head`
+        # counts it, until data is dropped (and the sentinel with it: it must never sit before kept bytes).
+        received = bytearray(b"\r\n")
+        head = 2
         size_limit = self.data_size_limit
         scan_from, dropped, chunks = 0, 0, 0
         while True:
@@ -270,11 +273,12 @@ class PostroomSMTP(SMTP):
             if end >= 0:
                 break
             scan_from = max(0, len(received) - len(_END_OF_DATA) + 1)
-            if size_limit and dropped + len(received) - 2 > size_limit + len(_END_OF_DATA):
-                keep = len(_END_OF_DATA) - 1  # enough to find a terminator split across chunks
-                dropped += len(received) - 2 - keep
-                del received[2 : len(received) - keep]
-                scan_from = 0
+            if size_limit and dropped + len(received) - head > size_limit + len(_END_OF_DATA):
+                # Too big: keep only the real bytes a terminator split across chunks could start with.
+                keep = len(_END_OF_DATA) - 1
+                dropped += len(received) - head - keep
+                del received[: len(received) - keep]
+                head, scan_from = 0, 0
             chunks += 1
             if chunks % _YIELD_EVERY_CHUNKS == 0:
                 await asyncio.sleep(0)
@@ -282,9 +286,9 @@ class PostroomSMTP(SMTP):
         if rest:
             reader.unread(rest)
         del received[end + 2 :]  # keep the last line's CRLF
-        if size_limit and dropped + len(received) - 2 > size_limit:
+        if size_limit and dropped + len(received) - head > size_limit:
             return None, MESSAGE_TOO_BIG.render()
-        if dropped == 0 and _longest_line(received) > self.line_length_limit:
+        if _longest_line(received) > self.line_length_limit:
             return None, LINE_TOO_LONG
         return bytes(received.replace(b"\r\n.", b"\r\n"))[2:], None
 

@@ -224,6 +224,32 @@ async def test_read_data_refuses_too_much_and_too_long_only_after_the_end() -> N
     assert (await _read_data_from([b"a" * 999 + b"\r\n.\r\n"], line_limit=1001))[1] is None
 
 
+async def test_data_dropped_past_the_size_limit_never_fakes_an_end() -> None:
+    """A line "Z." cut just after its dot: once earlier bytes are dropped, what is kept (".\r\nY") must not
+    read as the end of DATA — the rest of the message would then be taken for SMTP commands."""
+    chunks = [b"a" * 20 + b"Z.\r\nY", b"rest\r\nMAIL FROM:<x@example.org>\r\n.\r\nNOOP\r\n"]
+    content, problem, left = await _read_data_from(chunks, size_limit=10)
+    assert content is None and problem is not None and problem.startswith("552 5.3.4")
+    assert left == b"NOOP\r\n"
+
+
+async def test_read_data_agrees_with_aiosmtpd_on_the_size_limit() -> None:
+    rng = random.Random(552)
+    for _ in range(400):
+        stream = _random_message(rng) + b".\r\nQUIT\r\n"
+        limit = rng.randint(1, 80)
+        content, problem, left = await _read_data_from(
+            _chunked(stream, rng), size_limit=limit, line_limit=10**6
+        )
+        expected, rest = _aiosmtpd_reading(stream)
+        received_bytes = len(stream) - len(rest) - len(b".\r\n")  # as sent, before unstuffing
+        if received_bytes > limit:
+            assert content is None and problem is not None and problem.startswith("552"), stream
+        else:
+            assert (content, problem) == (expected, None), stream
+        assert left == rest, stream
+
+
 async def test_read_data_at_end_of_stream_is_no_message() -> None:
     assert await _read_data_from([b"Subject: x\r\n\r\nunfinished"]) == (None, None, b"")
 
