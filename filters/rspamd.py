@@ -30,7 +30,7 @@ from filters.base import Connection, Mode, Result, Stage, Transaction
 from filters.config import RspamdConfig
 from filters.deps import FilterDeps
 from inbound.configload import ConfigError
-from inbound.http1 import KeepAliveTransport, TransportSlots
+from inbound.http1 import KeepAliveTransport, TransportSlots, body_request
 
 log = logging.getLogger("postroom.filters.rspamd")
 
@@ -108,7 +108,7 @@ class RspamdFilter:
             return Result.skipped("no message")
         # UTF-8 bytes: SMTPUTF8 senders and HELO names are not ASCII, httpx's default for str values.
         headers = [(k.encode(), v.encode()) for k, v in request_headers(conn, txn, self.cfg.password)]
-        request = httpx.Request("POST", self.check_url, content=txn.message, headers=headers)
+        request = body_request(self.check_url, txn.message, headers)
         try:
             async with asyncio.timeout(self.cfg.timeout):  # the wait for a free slot included
                 slot = await self.slots.acquire()

@@ -318,6 +318,16 @@ class _Connection:
         return bytes(body)
 
 
+def body_request(url: httpx.URL, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> httpx.Request:
+    """A POST `httpx.Request` with Host and Content-Length set here, as `httpx.Request(content=...)` would.
+
+    httpx's own preparation (encoding the content, merging default headers) cost 24 µs per request, this 8 µs
+    (timeit, 3 KB body), which showed as ~3.6% of the listener's GIL-held samples under benchmark load.
+    """
+    fields = [(b"Host", url.netloc), *headers, (b"Content-Length", b"%d" % len(body))]
+    return httpx.Request("POST", url, headers=fields, stream=httpx.ByteStream(body))
+
+
 def _origin(request: httpx.Request) -> Origin:
     url = request.url
     default_port = _DEFAULT_PORTS.get(url.scheme)

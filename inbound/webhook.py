@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from inbound.http1 import KeepAliveTransport, TransportSlots
+from inbound.http1 import KeepAliveTransport, TransportSlots, body_request
 from inbound.signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("postroom.webhook")
@@ -50,6 +50,13 @@ def _user_agent() -> str:
 
 
 USER_AGENT = _user_agent()
+_FIXED_HEADERS = (
+    (b"User-Agent", USER_AGENT.encode()),
+    (b"Content-Type", b"application/json"),
+    # Uncompressed, so the response cap counts the bytes actually received.
+    (b"Accept-Encoding", b"identity"),
+)
+SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -121,17 +128,14 @@ class WebhookClient:
         self, body: bytes, *, ticket_id: str, tenant: str, attempt: int, url: str | None = None
     ) -> Outcome:
         """POST one JSON ticket. `ticket_id` is the Idempotency-Key: the same on every retry and replay."""
-        headers = {
-            "User-Agent": USER_AGENT,
-            "Content-Type": "application/json",
-            # Uncompressed, so the response cap counts the bytes actually received.
-            "Accept-Encoding": "identity",
-            SIGNATURE_HEADER: sign(self._secret, body, int(self._clock())),
-            "Idempotency-Key": ticket_id,
-            "X-Postroom-Attempt": str(attempt),
-            "X-Postroom-Tenant": tenant,
-        }
-        request = httpx.Request("POST", url or self._url, content=body, headers=headers)
+        headers = [
+            *_FIXED_HEADERS,
+            (SIGNATURE_HEADER_BYTES, sign(self._secret, body, int(self._clock())).encode("ascii")),
+            (b"Idempotency-Key", ticket_id.encode()),
+            (b"X-Postroom-Attempt", b"%d" % attempt),
+            (b"X-Postroom-Tenant", tenant.encode()),
+        ]
+        request = body_request(httpx.URL(url) if url else self._url, body, headers)
         slot = await self._slots.acquire()  # waiting for a free slot is not part of the attempt's deadline
         started = time.perf_counter()
         try:

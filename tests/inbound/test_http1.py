@@ -18,7 +18,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from inbound.http1 import MAX_HEAD_BYTES, KeepAliveTransport
+from inbound.http1 import MAX_HEAD_BYTES, KeepAliveTransport, body_request
 from tests.outbound.submission_fixtures import TlsFiles
 
 pytestmark = pytest.mark.timeout(30)
@@ -444,3 +444,16 @@ async def test_https_with_an_untrusted_certificate_is_a_connect_error(tls_files:
     ):
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await send(client, url(server, scheme="https"))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/tickets", "https://helpdesk.example/in?x=1", "http://[::1]:80/t", "http://h:443/"],
+)
+def test_body_request_has_the_host_and_length_httpx_would_give(url: str) -> None:
+    body = b'{"ticket": 1}'
+    ours = body_request(httpx.URL(url), body, [(b"X-Postroom-Tenant", b"acme")])
+    theirs = httpx.Request("POST", url, content=body, headers={"X-Postroom-Tenant": "acme"})
+    assert sorted(ours.headers.multi_items()) == sorted(theirs.headers.multi_items())
+    assert (ours.method, ours.url) == (theirs.method, theirs.url)
+    assert ours.read() == body
