@@ -165,6 +165,7 @@ class Metrics:
             buckets=FILTER_BUCKETS,
             registry=reg,
         )
+        self._filter_children: dict[tuple[str, str, str], Histogram] = {}
         self._throttle = Counter(
             "postroom_throttle_hits", "Throttle limits hit, per kind of limit.", ["kind"], registry=reg
         )
@@ -201,7 +202,13 @@ class Metrics:
         self._refused.labels(stage, self.reasons(reason), filter or NONE).inc()
 
     def filter_checked(self, filter: str, stage: str, result: str, seconds: float) -> None:
-        self._filter.labels(filter, stage, result).observe(seconds)
+        # Several checks per message: the labelled child is looked up in a dict of our own, as labels()
+        # takes a lock and re-validates the values each time. Filters, stages and results are fixed sets.
+        key = (filter, stage, result)
+        child = self._filter_children.get(key)
+        if child is None:
+            child = self._filter_children[key] = self._filter.labels(filter, stage, result)
+        child.observe(seconds)
 
     def throttle_hit(self, kind: str) -> None:
         self._throttle.labels(kind).inc()
