@@ -169,6 +169,7 @@ class Spool:
         fsync: bool = True,
     ) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
         self.min_free_bytes = min_free_bytes
         self.corrupt_after_crashes = corrupt_after_crashes
         self.keep_delivered = keep_delivered
@@ -185,11 +186,13 @@ class Spool:
             (self.root / name).mkdir(parents=True, exist_ok=True)
         return self
 
-    def path(self, state: str, queue_id: str) -> Path:
-        return self.root / state / f"{queue_id}{_SUFFIX}"
+    # Paths are plain strings joined onto the root's: several per message, and pathlib's parsing of each
+    # showed as ~3% of the listener's samples under benchmark load.
+    def path(self, state: str, queue_id: str) -> str:
+        return f"{self._root}/{state}/{queue_id}{_SUFFIX}"
 
-    def _state_path(self, queue_id: str) -> Path:
-        return self.root / "state" / f"{queue_id}.json"
+    def _state_path(self, queue_id: str) -> str:
+        return f"{self._root}/state/{queue_id}.json"
 
     # ---- writing new mail ---------------------------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class Spool:
         total = sum(len(raw) for _, raw in items)
         if not self.has_room(total):
             raise SpoolFull(f"free space below {self.min_free_bytes} bytes")
-        written: list[tuple[str, Path]] = []
+        written: list[tuple[str, str]] = []
         try:
             for meta, raw in items:
                 queue_id = meta.get("id") or new_queue_id(self.clock)
@@ -220,11 +223,11 @@ class Spool:
         except OSError as exc:
             for _, tmp_path in written:
                 with contextlib.suppress(OSError):
-                    tmp_path.unlink()
+                    os.unlink(tmp_path)
             raise SpoolError(f"cannot write to spool: {exc.strerror or exc}") from exc
         return [queue_id for queue_id, _ in written]
 
-    def _write_file(self, path: Path, data: bytes) -> None:
+    def _write_file(self, path: str, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
             view = memoryview(data)
@@ -249,7 +252,8 @@ class Spool:
 
     def read(self, state: str, queue_id: str) -> SpooledMessage:
         try:
-            data = self.path(state, queue_id).read_bytes()
+            with open(self.path(state, queue_id), "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             raise SpoolError(f"no message {queue_id} in {state}/") from None
         meta, raw = decode_message(data)
@@ -274,14 +278,14 @@ class Spool:
 
     def locate(self, queue_id: str) -> str | None:
         for state in QUEUE_STATES:
-            if self.path(state, queue_id).exists():
+            if os.path.exists(self.path(state, queue_id)):
                 return state
         return None
 
     def iter_files(self, state: str) -> Iterator[tuple[str, os.stat_result]]:
         for queue_id in self.ids(state):
             with contextlib.suppress(FileNotFoundError):
-                yield queue_id, self.path(state, queue_id).stat()
+                yield queue_id, os.stat(self.path(state, queue_id))
 
     # ---- state changes ------------------------------------------------------------------------------------
 
@@ -324,7 +328,7 @@ class Spool:
             return Claim(queue_id, meta, raw, state, fd)
         return None
 
-    def _lock(self, path: Path) -> int | None:
+    def _lock(self, path: str) -> int | None:
         """An open, exclusively locked descriptor of `path`; None if it is missing or locked elsewhere."""
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -348,22 +352,23 @@ class Spool:
         # The unlink is not synced (Postfix doesn't either): a power loss can only bring a delivered message
         # back, to be POSTed again with the same Idempotency-Key — never lose one.
         with contextlib.suppress(FileNotFoundError):
-            self.path(ACTIVE, queue_id).unlink()
+            os.unlink(self.path(ACTIVE, queue_id))
         with contextlib.suppress(FileNotFoundError):
-            self._state_path(queue_id).unlink()
+            os.unlink(self._state_path(queue_id))
 
     def remove(self, state: str, queue_id: str) -> bool:
         try:
-            self.path(state, queue_id).unlink()
+            os.unlink(self.path(state, queue_id))
         except FileNotFoundError:
             return False
         with contextlib.suppress(FileNotFoundError):
-            self._state_path(queue_id).unlink()
+            os.unlink(self._state_path(queue_id))
         return True
 
     def load_state(self, queue_id: str) -> DeliveryState:
         try:
-            data = self._state_path(queue_id).read_bytes()
+            with open(self._state_path(queue_id), "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             return DeliveryState()
         try:
@@ -375,12 +380,12 @@ class Spool:
     def save_state(self, queue_id: str, state: DeliveryState) -> None:
         """Atomically replace the delivery state (write tmp, fsync, rename, fsync dir)."""
         path = self._state_path(queue_id)
-        tmp = path.with_name(f".{queue_id}.{threading.get_ident()}.tmp")
+        tmp = f"{self._root}/state/.{queue_id}.{threading.get_ident()}.tmp"
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         self._write_file(tmp, orjson.dumps(state.as_dict()))
         os.replace(tmp, path)
-        self._sync_dir(path.parent)
+        self._sync_dir(self.root / "state")
 
     # ---- start-up -----------------------------------------------------------------------------------------
 

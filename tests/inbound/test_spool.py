@@ -189,7 +189,7 @@ def test_deferred_message_is_not_claimed_before_its_time(spool: Spool) -> None:
     claim.release()
 
 
-def _hold_lock(path: Path) -> subprocess.Popen[bytes]:
+def _hold_lock(path: str) -> subprocess.Popen[bytes]:
     """A separate process holding an exclusive flock on `path` until killed (a sibling worker)."""
     code = (
         "import fcntl, os, sys, time\n"
