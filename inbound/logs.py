@@ -184,7 +184,10 @@ NEEDS_QUOTES = re.compile(r"[\s\"'=]")
 def _text_value(value: Any) -> str:
     if isinstance(value, str) and value and not NEEDS_QUOTES.search(value):
         return value
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):  # an int beyond 64 bits, a dict with non-str keys...
+        return orjson.dumps(repr(value)).decode()
 
 
 class PostroomHandler(logging.StreamHandler[TextIO]):

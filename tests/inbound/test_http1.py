@@ -448,7 +448,12 @@ async def test_https_with_an_untrusted_certificate_is_a_connect_error(tls_files:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080/tickets", "https://helpdesk.example/in?x=1", "http://[::1]:80/t", "http://h:443/"],
+    [
+        "http://127.0.0.1:8080/tickets",
+        "https://helpdesk.example/in?x=1",
+        "http://[::1]:80/t",
+        "http://h:443/",
+    ],
 )
 def test_body_request_has_the_host_and_length_httpx_would_give(url: str) -> None:
     body = b'{"ticket": 1}'

@@ -259,6 +259,17 @@ def test_text_format_quotes_what_it_quoted_before(value: object, written: str) -
     assert stream.getvalue().rstrip("\n").endswith(f"  v={written}")
 
 
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_value_json_cannot_encode_is_written_as_its_repr(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream = install(fmt=fmt)
+    log.info("odd values", extra={"queue_id": "Q9", "big": 2**70})
+    out = stream.getvalue()
+    assert "Q9" in out and str(2**70) in out
+    assert "Logging error" not in capsys.readouterr().err  # logging's handleError never had to step in
+
+
 def test_stack_info_is_kept() -> None:
     stream = install()
     log.warning("slow path", stack_info=True)
