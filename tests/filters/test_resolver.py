@@ -144,9 +144,35 @@ def test_front_cache_answers_until_the_answer_expires(counting_dns_proxy: Counti
         skew[0] = first.expiration - time.time() + 1  # one second past its TTL
         await front.resolve("pass.spf.test.", "MX", search=False)
         assert counting_dns_proxy.count("pass.spf.test", "MX") == 2
-        for _ in range(2):  # negative answers are not kept in front: dnspython's cache decides
-            with pytest.raises(dns.resolver.NXDOMAIN):
+
+    asyncio.run(lookups())
+
+
+def test_front_cache_keeps_negative_answers_for_their_soa_ttl(counting_dns_proxy: CountingDnsProxy) -> None:
+    skew = [0.0]
+    front = FrontCachedResolver(configure=False, max_entries=10, clock=lambda: time.time() + skew[0])
+    front.nameservers = [parse_nameserver(counting_dns_proxy.nameserver)]
+    front.cache = None  # only the front dict caches here: every miss reaches the server
+
+    async def lookups() -> None:
+        raised: list[dns.exception.DNSException] = []
+        for _ in range(3):
+            with pytest.raises(dns.resolver.NXDOMAIN) as nxdomain:
                 await front.resolve("absent.sender.test.", "A", search=False)
+            raised.append(nxdomain.value)
+        with pytest.raises(dns.resolver.NoAnswer):
+            await front.resolve("66.0.0.127.dnsbl.test.", "AAAA", search=False)
+        with pytest.raises(dns.resolver.NoAnswer) as nodata:
+            await front.resolve("66.0.0.127.dnsbl.test.", "AAAA", search=False)
+        assert counting_dns_proxy.count("absent.sender.test", "A") == 1
+        assert counting_dns_proxy.count("66.0.0.127.dnsbl.test", "AAAA") == 1
+        # A new exception per hit, saying what dnspython's would.
+        assert len({id(exc) for exc in raised}) == 3
+        assert all(str(exc) == str(raised[0]) and "absent.sender.test" in str(exc) for exc in raised)
+        assert negative_ttl(nodata.value) == 60.0
+        skew[0] = 61.0  # past the zone's negative TTL (SOA minimum 60 s)
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            await front.resolve("absent.sender.test.", "A", search=False)
         assert counting_dns_proxy.count("absent.sender.test", "A") == 2
 
     asyncio.run(lookups())
