@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import struct
 from typing import Any
 
 import dns.asyncresolver
@@ -13,7 +14,7 @@ import pytest
 from filters.base import Connection, Mode, Stage, Transaction
 from filters.chain import Decision, FilterChain
 from filters.clamav import ClamavFilter, build
-from filters.clamd_client import ClamdError, ScanResult, parse_reply
+from filters.clamd_client import ClamdAddress, ClamdClient, ClamdError, ScanResult, parse_reply
 from filters.config import ClamavConfig
 from filters.deps import FilterDeps
 from inbound.configload import ConfigError
@@ -197,3 +198,42 @@ def test_reply_parsing() -> None:
         parse_reply("INSTREAM size limit exceeded. ERROR")
     with pytest.raises(ClamdError, match="unexpected"):
         parse_reply("PONG")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 3 * 4096])
+def test_instream_framing_on_the_wire(size: int) -> None:
+    """zINSTREAM, length-prefixed chunks of at most chunk_size, a zero-length chunk: byte for byte."""
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+
+    async def exchange() -> bytes:
+        received = bytearray()
+        done = asyncio.Event()
+
+        async def fake_clamd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.extend(await reader.readexactly(len(b"zINSTREAM\0")))
+            while True:  # read by the protocol's own framing, up to the zero-length chunk
+                prefix = await reader.readexactly(4)
+                (length,) = struct.unpack(">I", prefix)
+                received.extend(prefix + await reader.readexactly(length))
+                if length == 0:
+                    break
+            writer.write(b"stream: OK\0")
+            await writer.drain()
+            writer.close()
+            done.set()
+
+        server = await asyncio.start_server(fake_clamd, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            client = ClamdClient(ClamdAddress(host="127.0.0.1", port=port), chunk_size=4096)
+            assert await client.instream(data) == ScanResult(found=False)
+            await asyncio.wait_for(done.wait(), 5)
+        return bytes(received)
+
+    expected = b"zINSTREAM\0"
+    for start in range(0, size, 4096):
+        chunk = data[start : start + 4096]
+        expected += struct.pack(">I", len(chunk)) + chunk
+    expected += struct.pack(">I", 0)
+    assert asyncio.run(asyncio.wait_for(exchange(), 10)) == expected
