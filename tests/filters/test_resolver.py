@@ -130,11 +130,17 @@ def test_answers_are_shared_from_the_cache_by_every_lookup(counting_dns_proxy: C
     assert counting_dns_proxy.count("with-mx.sender.test", "MX") == 2
 
 
-def test_front_cache_answers_until_the_answer_expires(counting_dns_proxy: CountingDnsProxy) -> None:
-    skew = [0.0]
+def front_only(proxy: CountingDnsProxy, skew: list[float]) -> FrontCachedResolver:
+    """A front-cached resolver without dnspython's cache behind it: every miss reaches the server."""
     front = FrontCachedResolver(configure=False, max_entries=10, clock=lambda: time.time() + skew[0])
-    front.nameservers = [parse_nameserver(counting_dns_proxy.nameserver)]
-    front.cache = None  # only the front dict caches here: every miss reaches the server
+    front.nameservers = [parse_nameserver(proxy.nameserver)]
+    front.cache = None
+    return front
+
+
+def test_front_cache_answers_until_the_answer_expires(counting_dns_proxy: CountingDnsProxy) -> None:
+    skew = [0.0]  # seconds added to the front cache's clock
+    front = front_only(counting_dns_proxy, skew)
 
     async def lookups() -> None:
         first = await front.resolve("pass.spf.test.", "MX", search=False)
@@ -149,10 +155,8 @@ def test_front_cache_answers_until_the_answer_expires(counting_dns_proxy: Counti
 
 
 def test_front_cache_keeps_negative_answers_for_their_soa_ttl(counting_dns_proxy: CountingDnsProxy) -> None:
-    skew = [0.0]
-    front = FrontCachedResolver(configure=False, max_entries=10, clock=lambda: time.time() + skew[0])
-    front.nameservers = [parse_nameserver(counting_dns_proxy.nameserver)]
-    front.cache = None  # only the front dict caches here: every miss reaches the server
+    skew = [0.0]  # seconds added to the front cache's clock
+    front = front_only(counting_dns_proxy, skew)
 
     async def lookups() -> None:
         raised: list[dns.exception.DNSException] = []
