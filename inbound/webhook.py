@@ -56,7 +56,7 @@ _FIXED_HEADERS = (
     # Uncompressed, so the response cap counts the bytes actually received.
     (b"Accept-Encoding", b"identity"),
 )
-SIGNATURE_HEADER_BYTES = SIGNATURE_HEADER.encode("ascii")
+_SIGNATURE_FIELD = SIGNATURE_HEADER.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class WebhookClient:
         """POST one JSON ticket. `ticket_id` is the Idempotency-Key: the same on every retry and replay."""
         headers = [
             *_FIXED_HEADERS,
-            (SIGNATURE_HEADER_BYTES, sign(self._secret, body, int(self._clock())).encode("ascii")),
+            (_SIGNATURE_FIELD, sign(self._secret, body, int(self._clock())).encode("ascii")),
             (b"Idempotency-Key", ticket_id.encode()),
             (b"X-Postroom-Attempt", b"%d" % attempt),
             (b"X-Postroom-Tenant", tenant.encode()),
