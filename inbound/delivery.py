@@ -27,6 +27,7 @@ from inbound.spool import (
     DEAD,
     DEFERRED,
     INCOMING,
+    STALE_TMP_SECONDS,
     Claim,
     DeliveryState,
     NotDue,
@@ -47,6 +48,9 @@ class RunnerLimits:
     rescan_interval: float = 2.0
     max_inline_attachment_bytes: int = 10 * 1024 * 1024
     process_pool_min_bytes: int = 131072  # smaller messages are parsed in a thread
+    # How often tmp/ is swept of what a killed sibling's interrupted store left (Spool.remove_stale_tmp).
+    tmp_sweep_interval: float = 300.0
+    stale_tmp_age: float = STALE_TMP_SECONDS
 
 
 @dataclass
@@ -189,6 +193,12 @@ class DeliveryRunner:
                 self._known.add(queue_id)
                 heapq.heappush(self._deferred, (due, queue_id, tenant))
 
+    async def _sweep_tmp(self) -> None:
+        try:
+            await self._io(self.spool.remove_stale_tmp, self.limits.stale_tmp_age)
+        except OSError as exc:  # tmp/ unreadable: the next sweep tries again; delivery goes on meanwhile
+            log.warning("cannot sweep the spool's tmp/", extra={"error": str(exc)})
+
     def _scan_disk(self) -> list[tuple[str, str, str, float]]:
         found = []
         for state in (INCOMING, DEFERRED):
@@ -215,13 +225,16 @@ class DeliveryRunner:
         return zlib.crc32(queue_id.encode()) % count == index
 
     async def _run(self) -> None:
-        last_scan = self.clock()
+        last_scan = last_sweep = self.clock()
         while not self._stopping:
             now = self.clock()
             while self._deferred and self._deferred[0][0] <= now:
                 _, queue_id, tenant = heapq.heappop(self._deferred)
                 self._ready.setdefault(tenant, deque()).append(queue_id)
             self._dispatch()
+            if now - last_sweep >= self.limits.tmp_sweep_interval:
+                last_sweep = now
+                await self._sweep_tmp()
             if now - last_scan >= self.limits.rescan_interval:
                 last_scan = now
                 await self._scan()

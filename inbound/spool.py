@@ -55,6 +55,8 @@ TMP, INCOMING, ACTIVE, DEFERRED, DEAD, CORRUPT, DONE = (
     "done",
 )
 QUEUE_STATES = (INCOMING, ACTIVE, DEFERRED, DEAD, CORRUPT, DONE)
+# A tmp/ file this old was left by an interrupted store: a live one is renamed within moments of its write.
+STALE_TMP_SECONDS = 600.0
 _MAGIC = b"POSTROOM1 "
 _SUFFIX = ".msg"
 
@@ -401,10 +403,35 @@ class Spool:
         report.orphan_states_removed = self._remove_orphan_states()
         return report
 
+    def remove_stale_tmp(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        """Remove tmp/ files that no write has touched for `older_than` seconds; returns how many.
+
+        They are what a process killed mid-store leaves (a sibling worker's, while the others keep serving):
+        a live store renames its file out of tmp/ within moments of writing it. Safe beside running
+        workers: a store whose file was taken after all fails its rename and answers 451, so nothing that
+        got a 250 is ever touched.
+        """
+        cutoff = self.clock() - older_than
+        removed = 0
+        tmp_dir = f"{self._root}/{TMP}"
+        for name in os.listdir(tmp_dir):
+            path = f"{tmp_dir}/{name}"
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed += 1
+        if removed:
+            log.warning(
+                "removed files an interrupted store left in tmp/",
+                extra={"event": "stale_tmp_removed", "spool": self._root, "removed": removed},
+            )
+        return removed
+
     def recover_abandoned(self) -> RecoveryReport:
         """Safe while sibling workers run: requeue only attempts whose process died (their lock is gone).
 
-        tmp/ and orphan state files are left to the next full `recover()`: another worker may be writing.
+        tmp/ is left to `remove_stale_tmp` and orphan state files to the next full `recover()`: another
+        worker may be writing.
         """
         report = RecoveryReport()
         self._requeue_abandoned(report)

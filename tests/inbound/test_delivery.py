@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -230,3 +231,32 @@ async def test_workers_sharing_a_spool_split_what_they_find_and_deliver_each_onc
         assert [runner.is_mine(queue_id) for runner in runners].count(True) == 1
     for index, runner in enumerate(runners):  # and each worker found and delivered only its share
         assert seen[index] == {q for q in queued if runner.is_mine(q)}
+
+
+async def test_the_runner_sweeps_what_a_killed_store_left_in_tmp(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    orphan = spool.root / "tmp" / "0123abc.msg"
+    orphan.write_bytes(b"half a message")
+    an_hour_ago = orphan.stat().st_mtime - 3600
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    live = spool.root / "tmp" / "0456def.msg"
+    live.write_bytes(b"a store in progress")
+    webhook = WebhookClient(f"http://127.0.0.1:{free_port()}/t", SECRET, timeout=5, max_response_bytes=1024)
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=1, max_interval=1, max_age=60, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05, tmp_sweep_interval=0.05, stale_tmp_age=600),
+        share=(0, 2),  # as a worker beside siblings: start-up leaves tmp/ alone, the sweep does not
+    )
+    await runner.start()
+    try:
+        for _ in range(100):  # up to 5 s
+            if not orphan.exists():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+        await webhook.aclose()
+    assert not orphan.exists()
+    assert live.exists()

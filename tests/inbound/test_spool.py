@@ -201,3 +201,19 @@ def _hold_lock(path: str) -> subprocess.Popen[bytes]:
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
     return holder
+
+
+def test_stale_tmp_files_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    """A store killed between its write and its rename leaves a tmp/ file; siblings sweep it, later."""
+    spool = Spool(tmp_path).create()
+    orphan = tmp_path / "tmp" / "0123abc.msg"
+    orphan.write_bytes(b"half a message")
+    an_hour_ago = orphan.stat().st_mtime - 3600
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    live = tmp_path / "tmp" / "0456def.msg"
+    live.write_bytes(b"being written now")
+    assert spool.remove_stale_tmp(older_than=600) == 1
+    assert not orphan.exists() and live.exists()
+    assert spool.remove_stale_tmp(older_than=600) == 0
+    (queue_id,) = spool.store([({"tenant": "acme"}, b"Subject: after the sweep\r\n\r\nhi\r\n")])
+    assert spool.ids(INCOMING) == [queue_id]
