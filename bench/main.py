@@ -30,6 +30,7 @@ from bench.messages import DEFAULT_MIX, HELO, MessageFactory, Mix
 from bench.postfix import Postfix
 from bench.postroom_config import FILTER_NAMES, PROFILES, UNLIMITED
 from bench.procstat import TreeMonitor
+from bench.rounds import median_round
 from bench.scenarios import ReceiverProcess, Settings, measure_load, measure_spool
 from bench.services import profile_services
 from bench.systems import Context, NullAiosmtpd, Postroom, SmtpSink, System
@@ -73,6 +74,7 @@ class Plan:
     stall: float
     max_minutes: float
     workers: int
+    rounds: int
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -109,6 +111,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         default=os.cpu_count() or 1,
         help="Postroom's [smtp] workers (default: one per core, the recommended setting)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every system this many times, interleaved, and report each one's median round",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts: about a minute")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--py-spy", action="store_true", help="profile Postroom in an extra, unmeasured run")
@@ -132,13 +140,15 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     for name in without:
         if name not in FILTER_NAMES:
             parser.error(f"unknown filter {name!r}; choose from {', '.join(FILTER_NAMES)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if max(values.values()) >= SEQ_BLOCK:
         parser.error(f"message counts must be below {SEQ_BLOCK:,}")
     plan = Plan(
         systems, profiles, values["messages"], args.sessions, args.per_session, args.mix, args.rate,
         values["rate_messages"], values["spool_messages"], args.spool_profile, values["postfix_messages"],
         values["postfix_rate_messages"], values["warmup"], without, args.stall, args.max_minutes,
-        args.workers,
+        args.workers, args.rounds,
     )  # fmt: skip
     return plan, args
 
@@ -296,21 +306,32 @@ async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str,
             ctx = Context(workdir, receiver.url, secret, services, plan.without, plan.workers)
             bench = Bench(plan, ctx, receiver)
             if args.py_spy:
-                bench.py_spy = args.out
                 args.out.mkdir(parents=True, exist_ok=True)
-            spool_entry: dict[str, Any] | None = None
-            for name in ordered:
-                for profile in profiles if name == "postroom" else ["none"]:
-                    try:
-                        entry = await bench.measure(name, profile)
-                        document["results"].append(entry)
-                        if name == "postroom" and profile == plan.spool_profile:
-                            spool_entry = entry
-                    except Exception as exc:  # one system failing must not lose the others' figures
-                        log(f"[{name}/{profile}] FAILED: {exc}")
-                        document["errors"].append(
-                            {"system": name, "profile": profile, "error": str(exc)[:2000]}
-                        )
+            measured: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for round_number in range(1, plan.rounds + 1):
+                if plan.rounds > 1:
+                    log(f"round {round_number} of {plan.rounds}")
+                # py-spy's extra run once, in the last round: profiling is not what the rounds repeat.
+                bench.py_spy = args.out if args.py_spy and round_number == plan.rounds else None
+                for name in ordered:
+                    for profile in profiles if name == "postroom" else ["none"]:
+                        try:
+                            entry = await bench.measure(name, profile)
+                            measured.setdefault((name, profile), []).append(entry)
+                        except Exception as exc:  # one system failing must not lose the others' figures
+                            log(f"[{name}/{profile}] FAILED: {exc}")
+                            document["errors"].append(
+                                {"system": name, "profile": profile, "error": str(exc)[:2000]}
+                            )
+            document["results"] = [median_round(entries) for entries in measured.values()]
+            spool_entry = next(
+                (
+                    e
+                    for e in document["results"]
+                    if e["system"] == "postroom" and e["profile"] == plan.spool_profile
+                ),
+                None,
+            )
             # Last: writing and removing 20,000 spool files leaves the disk busy (journal, discards) for a
             # while, which slowed the runs measured after it by ~20% (cheap: 470 msgs/s right after it,
             # 570 without it). Nothing is measured after it now.

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.rounds import median, per_round_ratios
 from bench.stats import ratio
 
 BASELINES = ("postfix", "aiosmtpd", "smtp-sink")
@@ -172,6 +173,7 @@ def markdown(doc: dict[str, Any]) -> str:
               "server. Machine cores busy: the whole machine (load generator and receiver included) during",
               "the throughput run, of its cores. See docs/benchmark.md for definitions.", ""]  # fmt: skip
     lines += _ratios(entries)
+    lines += _rounds(entries)
     lines += _spool(entries)
     lines += _targets(entries)
     lines += _py_spy(entries)
@@ -196,13 +198,38 @@ def _ratios(entries: list[dict[str, Any]]) -> list[str]:
         "|---|" + "---:|" * (len(names) + 1),
     ]
     for e in ours:
-        cells = [_x(ratio(e.get("msgs_per_s"), base[b].get("msgs_per_s"))) for b in names]
-        cpu = (
-            _x(ratio(e.get("cpu_s_per_1000"), base["postfix"].get("cpu_s_per_1000")))
-            if "postfix" in base
-            else "–"
-        )
+        cells = [_ratio_cell(e, base[b], "msgs_per_s") for b in names]
+        cpu = _ratio_cell(e, base["postfix"], "cpu_s_per_1000") if "postfix" in base else "–"
         lines.append(f"| {e['profile']} | " + " | ".join(cells) + f" | {cpu} |")
+    if any(e.get("rounds") for e in entries):
+        lines += ["", "With several rounds: the median of the round-by-round ratios, and their range."]
+    return [*lines, ""]
+
+
+def _ratio_cell(entry: dict[str, Any], base: dict[str, Any], field: str) -> str:
+    by_round = per_round_ratios(entry, base, field)
+    if len(by_round) < 2:
+        return _x(ratio(entry.get(field), base.get(field)))
+    return f"{_x(median(by_round))} ({_x(min(by_round))}–{_x(max(by_round))})"
+
+
+def _rounds(entries: list[dict[str, Any]]) -> list[str]:
+    rows = [e for e in entries if e.get("rounds")]
+    if not rows:
+        return []
+    lines = [
+        "## Rounds",
+        "",
+        "Every system was measured once per round, the rounds one after the other; the tables above "
+        "show each one's median round.",
+        "",
+        "| system | profile | msgs/s per round | CPU s per 1,000 msgs per round | lost |",
+        "|---|---|---|---|---:|",
+    ]
+    for e in rows:
+        rates = " / ".join(_fmt(r.get("msgs_per_s")) for r in e["rounds"])
+        cpus = " / ".join(_fmt(r.get("cpu_s_per_1000"), 2) for r in e["rounds"])
+        lines.append(f"| {e['system']} | {e['profile']} | {rates} | {cpus} | {_fmt(e.get('lost'))} |")
     return [*lines, ""]
 
 
