@@ -7,13 +7,14 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.rounds import median, per_round_ratios
+from bench.rounds import per_round_ratios
 from bench.stats import ratio
 
 BASELINES = ("postfix", "aiosmtpd", "smtp-sink")
@@ -210,7 +211,7 @@ def _ratio_cell(entry: dict[str, Any], base: dict[str, Any], field: str) -> str:
     by_round = per_round_ratios(entry, base, field)
     if len(by_round) < 2:
         return _x(ratio(entry.get(field), base.get(field)))
-    return f"{_x(median(by_round))} ({_x(min(by_round))}–{_x(max(by_round))})"
+    return f"{_x(statistics.median(by_round))} ({_x(min(by_round))}–{_x(max(by_round))})"
 
 
 def _rounds(entries: list[dict[str, Any]]) -> list[str]:

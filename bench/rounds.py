@@ -41,11 +41,3 @@ def per_round_ratios(entry: dict[str, Any], base: dict[str, Any], field: str) ->
     ours, theirs = entry.get("rounds") or [], base.get("rounds") or []
     pairs = zip(ours, theirs, strict=False)
     return [r for r in (ratio(a.get(field), b.get(field)) for a, b in pairs) if r is not None]
-
-
-def median(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
