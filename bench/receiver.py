@@ -1,8 +1,11 @@
 """The benchmark's helpdesk: a lean HTTP/1.1 endpoint that verifies, dedupes and timestamps tickets.
 
-Why not inbound.receiver.TicketReceiver: that one keeps every request (headers, body, parsed JSON) for the
-tests to inspect and parses the JSON; the benchmark needs only an arrival time per message and must not become
-the bottleneck, so this one verifies the signature (inbound.signing, the reference implementation), finds the
+Why not postroom.helpdesk.receiver.TicketReceiver: that one keeps every request (headers, body, parsed JSON)
+for the
+tests to inspect and parses the JSON; the benchmark needs only an arrival time per message and must not
+become
+the bottleneck, so this one verifies the signature (postroom.core.signing, the reference implementation),
+finds the
 message's marker with one regex over the body, and keeps nothing else. docs/benchmark.md has both measured.
 
 Run as its own process (a helpdesk is another machine; sharing the load generator's event loop would skew
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from bench.messages import MARKER_RE
-from inbound.signing import SIGNATURE_HEADER, verify
+from postroom.core.signing import SIGNATURE_HEADER, verify
 
 _SIGNATURE = SIGNATURE_HEADER.lower().encode()
 _OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'

@@ -1,4 +1,4 @@
-"""How many signed tickets per second a receiver takes: bench.receiver against inbound.receiver.
+"""How many signed tickets per second a receiver takes: bench.receiver against postroom.helpdesk.receiver.
 
 The benchmark's receiver must never be the bottleneck, so this measures both receivers with the same
 keep-alive client (a raw asyncio HTTP/1.1 client, 8 connections, 1.5 KB and 20 KB JSON bodies). Each
@@ -20,12 +20,12 @@ from pathlib import Path
 from bench.messages import MARKER_RE
 from bench.process import free_port, spawn, stop, wait_tcp
 from bench.systems import REPO
-from inbound.signing import sign
+from postroom.core.signing import sign
 
 SECRET = "speed-test"
 SERVERS = {
     "bench.receiver": ["-m", "bench.receiver", "--no-control", "--secret", SECRET, "--port"],
-    "inbound.receiver": ["-m", "inbound.receiver", "--secret", SECRET, "--port"],
+    "postroom.helpdesk.receiver": ["-m", "postroom.helpdesk.receiver", "--secret", SECRET, "--port"],
 }
 
 

@@ -126,7 +126,7 @@ class Postroom(System):
                 overrides={"smtp": {"workers": self.ctx.workers}, **(self.overrides or {})},
             )
         )
-        argv = [sys.executable, "-m", "inbound.cli", "serve", "--config", str(config)]
+        argv = [sys.executable, "-m", "postroom.app.cli", "serve", "--config", str(config)]
         self.proc = process.spawn(argv, self.log, cwd=REPO)
         await self._started(timeout=60)
 

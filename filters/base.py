@@ -1,6 +1,6 @@
 """The stage interface every filter implements.
 
-Filters report facts (a `Result`); they never choose SMTP reply codes. `inbound.policy` turns results
+Filters report facts (a `Result`); they never choose SMTP reply codes. `postroom.core.replies` turns results
 into replies from one table, and `filters.chain` runs the filters of a stage with their timeouts.
 """
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from inbound.config import Config
+    from filters.config import FilterSettings
 
 log = logging.getLogger("postroom.filters.blocklist")
 
@@ -52,7 +52,7 @@ class BlockEntry:
         )
 
 
-def blocklist_path(config: Config) -> Path:
+def blocklist_path(config: FilterSettings) -> Path:
     """The in-process backend's file: `[filters.throttle] blocklist_file`, else `<spool>/blocklist.json`.
 
     The server and `postroom block` must agree on it: the listener passes this path to the throttle.

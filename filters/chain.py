@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from filters.base import Connection, Filter, Mode, Outcome, Result, Stage, Transaction, Verdict
-from inbound.policy import Reply, reply_for
+from postroom.core.replies import Reply, reply_for
 
 log = logging.getLogger("postroom.filters")
 

@@ -18,7 +18,7 @@ from filters.base import Connection, Mode, Result, Stage, Transaction
 from filters.clamd_client import ClamdAddress, ClamdClient, ClamdError, ClamdUnavailable
 from filters.config import ClamavConfig
 from filters.deps import FilterDeps
-from inbound.configload import ConfigError
+from postroom.core.configload import ConfigError
 
 log = logging.getLogger("postroom.filters.clamav")
 

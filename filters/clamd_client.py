@@ -15,7 +15,7 @@ import asyncio
 import struct
 from dataclasses import dataclass
 
-from inbound.config import parse_hostport
+from postroom.core.configload import parse_hostport
 
 _MAX_REPLY = 4096
 _TERMINATOR = struct.pack(">I", 0)

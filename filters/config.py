@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from filters.base import Mode
-from inbound.configload import ConfigError
+from postroom.core.config import SpoolConfig
+from postroom.core.configload import ConfigError
 
 
 @dataclass
@@ -161,3 +162,13 @@ class FiltersConfig:
     rspamd: RspamdConfig = field(default_factory=RspamdConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     dkim: DkimVerifyConfig = field(default_factory=DkimVerifyConfig)
+
+
+class FilterSettings(Protocol):
+    """What the filters read of the whole config (postroom/app/config.py): their sections and the spool."""
+
+    @property
+    def filters(self) -> FiltersConfig: ...
+
+    @property
+    def spool(self) -> SpoolConfig: ...

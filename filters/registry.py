@@ -15,7 +15,7 @@ from filters.deps import FilterDeps
 
 # Cheap, local checks first; network checks after; the throttle counts every connection, so it leads.
 FILTER_ORDER = ("throttle", "dnsbl", "fqdn", "spf", "clamav", "rspamd", "dkim")
-_MODULES = {"dkim": "filters.auth"}
+_MODULES = {"dkim": "filters.dkim_dmarc"}
 
 
 def build_filters(config: FiltersConfig, deps: FilterDeps) -> list[Filter]:

@@ -21,7 +21,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from inbound.config import DnsConfig, parse_hostport
+from postroom.core.config import DnsConfig
+from postroom.core.configload import parse_hostport
 
 # dnspython's default per-attempt timeout; the whole lookup is bounded by `lifetime` (cfg.timeout).
 _ATTEMPT_TIMEOUT = 2.0

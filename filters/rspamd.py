@@ -1,6 +1,7 @@
 """Rspamd at the DATA stage, over its HTTP protocol (POST /checkv2) with httpx's request model.
 
-Requests go through `inbound.http1`'s lean transport, one per scan in flight, as the webhook's do: httpx's
+Requests go through `postroom.core.httpclient`'s lean transport, one per scan in flight, as the webhook's do:
+httpx's
 AsyncClient over httpcore cost ~24% of the server's CPU samples in the benchmark's `all` profile. Rspamd
 (3.4) answers `Connection: close`, so every scan opens a connection; the transport reuses one whenever a
 Rspamd or proxy in front of it keeps it open.
@@ -29,8 +30,8 @@ import httpx
 from filters.base import Connection, Mode, Result, Stage, Transaction
 from filters.config import RspamdConfig
 from filters.deps import FilterDeps
-from inbound.configload import ConfigError
-from inbound.http1 import KeepAliveTransport, TransportSlots, body_request
+from postroom.core.configload import ConfigError
+from postroom.core.httpclient import KeepAliveTransport, TransportSlots, body_request
 
 log = logging.getLogger("postroom.filters.rspamd")
 

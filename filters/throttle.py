@@ -29,7 +29,7 @@ from filters.blocklist import BlockEntry, BlockList, BlockListFileError, LocalBl
 from filters.config import ThrottleConfig
 from filters.deps import FilterDeps
 from filters.throttle_store import MemoryThrottleStore, RateLimit, StoreUnavailable, ThrottleStore
-from inbound.policy import FILTER_REPLIES
+from postroom.core.replies import FILTER_REPLIES
 
 log = logging.getLogger("postroom.filters.throttle")
 

@@ -1,37 +1,14 @@
-"""Postroom's configuration: one TOML file, every key documented in deploy/postroom.example.toml.
-
-Every section has embedded defaults, so `postroom serve` runs with no file at all (local spool, in-process
-counters). Loading validates everything up front and names the bad key.
+"""The inbound side's config sections: the SMTP listener, tenant routing, the webhook, delivery and per-tenant
+back-pressure. Every key is documented in deploy/postroom.example.toml.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
-from filters.config import FiltersConfig
-from inbound.configload import ConfigError, load_dataclass
-from outbound.config import DkimConfig, OutboundConfig, SubmissionConfig
-
-MIB = 1024 * 1024
-
-
-def parse_hostport(value: str, key: str, default_port: int | None = None) -> tuple[str, int]:
-    """'127.0.0.1:2525', '[::1]:25' or (with a default port) a bare host."""
-    host, sep, port = value.rpartition(":")
-    if not sep or (host.count(":") and not host.startswith("[")):
-        if default_port is None:
-            raise ConfigError(key, f"expected host:port, got {value!r}")
-        host, port = value, str(default_port)
-    host = host.strip("[]")
-    if not host:
-        raise ConfigError(key, f"missing host in {value!r}")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(key, f"invalid port in {value!r}")
-    return host, int(port)
+from postroom.core.configload import MIB, ConfigError, parse_hostport
 
 
 @dataclass
@@ -79,20 +56,6 @@ class RoutingConfig:
                 raise ConfigError(f"domains[{i}]", f"invalid domain {domain!r}")
         if self.tenant_file and not Path(self.tenant_file).is_file():
             raise ConfigError("tenant_file", f"no such file: {self.tenant_file}")
-
-
-@dataclass
-class SpoolConfig:
-    path: str = "./var/spool"
-    min_free_bytes: int = 100 * MIB
-    keep_delivered: bool = False
-    corrupt_after_crashes: int = 3
-
-    def validate(self) -> None:
-        if self.min_free_bytes < 0:
-            raise ConfigError("min_free_bytes", "must not be negative")
-        if self.corrupt_after_crashes < 1:
-            raise ConfigError("corrupt_after_crashes", "must be at least 1")
 
 
 @dataclass
@@ -145,50 +108,6 @@ class DeliveryConfig:
 
 
 @dataclass
-class DnsConfig:
-    nameservers: list[str] = field(default_factory=list)
-    timeout: float = 3.0
-    # Answers kept (by their TTL, negative ones by the SOA minimum) and shared by every lookup; 0 = none.
-    cache_size: int = 50000
-
-    def validate(self) -> None:
-        for i, server in enumerate(self.nameservers):
-            host, _ = parse_hostport(server, f"nameservers[{i}]", default_port=53)
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                raise ConfigError(f"nameservers[{i}]", f"must be an IP address, got {host!r}") from None
-        if self.timeout <= 0:
-            raise ConfigError("timeout", "must be positive")
-        if self.cache_size < 0:
-            raise ConfigError("cache_size", "must not be negative")
-
-
-@dataclass
-class RedisConfig:
-    url: str = ""
-
-    def validate(self) -> None:
-        if self.url and not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("url", f"must be a redis://, rediss:// or unix:// URL, got {self.url!r}")
-
-
-@dataclass
-class MetricsConfig:
-    listen: str = ""
-
-    def validate(self) -> None:
-        if self.listen:
-            parse_hostport(self.listen, "listen")
-
-
-@dataclass
-class LoggingConfig:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
-
-
-@dataclass
 class BackpressureConfig:
     """Per-tenant back-pressure (inbound/circuit.py)."""
 
@@ -212,37 +131,8 @@ class BackpressureConfig:
             raise ConfigError("redis_key", "must not be empty")
 
 
-@dataclass
-class Config:
-    smtp: SmtpConfig = field(default_factory=SmtpConfig)
-    routing: RoutingConfig = field(default_factory=RoutingConfig)
-    spool: SpoolConfig = field(default_factory=SpoolConfig)
-    webhook: WebhookConfig = field(default_factory=WebhookConfig)
-    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
-    dns: DnsConfig = field(default_factory=DnsConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    filters: FiltersConfig = field(default_factory=FiltersConfig)
-    backpressure: BackpressureConfig = field(default_factory=BackpressureConfig)
-    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
-    outbound: OutboundConfig = field(default_factory=OutboundConfig)
-    dkim: DkimConfig = field(default_factory=DkimConfig)
+class ListenerSettings(Protocol):
+    """What the SMTP listener reads of the whole config (postroom/app/config.py)."""
 
-
-def load_config(path: str | Path | None) -> Config:
-    """Load and validate a config file; None gives the embedded defaults."""
-    if path is None:
-        return Config()
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("", f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path}: not valid TOML: {exc}") from None
-    return config_from_mapping(data)
-
-
-def config_from_mapping(data: dict[str, object]) -> Config:
-    return load_dataclass(Config, data)
+    @property
+    def smtp(self) -> SmtpConfig: ...

@@ -10,9 +10,11 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
-from inbound.configload import ConfigError
 from outbound.passwords import PasswordHashError, parse_password_hash
+from postroom.core.config import SpoolConfig
+from postroom.core.configload import ConfigError, parse_hostport
 
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -50,7 +52,6 @@ def _check_domain(value: str, key: str) -> None:
 
 def _check_listen(value: str, key: str) -> None:
     # Imported here: inbound.config imports this module while it is itself being imported.
-    from inbound.config import parse_hostport
 
     parse_hostport(value, key)
 
@@ -203,8 +204,6 @@ class OutboundConfig:
 
     def validate(self) -> None:
         if self.smarthost:
-            from inbound.config import parse_hostport  # see _check_listen
-
             parse_hostport(self.smarthost, "smarthost", default_port=self.smtp_port)
         if not 0 < self.smtp_port < 65536:
             raise ConfigError("smtp_port", "must be a TCP port (1-65535)")
@@ -285,3 +284,36 @@ class DkimConfig:
                 raise ConfigError(f"headers[{i}]", f"{self.headers[i]} must not be signed (RFC 6376 §5.4)")
             if not name or any(ch.isspace() or ch == ":" for ch in name):
                 raise ConfigError(f"headers[{i}]", f"not a header field name: {self.headers[i]!r}")
+
+
+class _NamedHost(Protocol):
+    @property
+    def hostname(self) -> str: ...
+
+
+class _Signed(Protocol):
+    @property
+    def secret(self) -> str: ...
+
+
+class RelaySettings(Protocol):
+    """What the relay reads of the whole config (postroom/app/config.py): its own sections, the spool, the
+    MX's host name (the default HELO name) and the webhook secret (the default VERP key)."""
+
+    @property
+    def outbound(self) -> OutboundConfig: ...
+
+    @property
+    def submission(self) -> SubmissionConfig: ...
+
+    @property
+    def dkim(self) -> DkimConfig: ...
+
+    @property
+    def spool(self) -> SpoolConfig: ...
+
+    @property
+    def smtp(self) -> _NamedHost: ...
+
+    @property
+    def webhook(self) -> _Signed: ...

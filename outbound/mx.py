@@ -25,7 +25,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from inbound.config import parse_hostport
+from postroom.core.configload import parse_hostport
 
 log = logging.getLogger("postroom.outbound.mx")
 

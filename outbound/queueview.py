@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from inbound import qshape
-from inbound.qshape import BUCKET_LABELS, TOTAL, QueueRow, age_bucket
-from inbound.spool import ACTIVE, DEFERRED, INCOMING, Spool
+from postroom.core import qshape
+from postroom.core.qshape import BUCKET_LABELS, TOTAL, QueueRow, age_bucket
+from postroom.core.spool import ACTIVE, DEFERRED, INCOMING, Spool
 
 LIVE_STATES = (INCOMING, ACTIVE, DEFERRED)
 __all__ = ["BUCKET_LABELS", "LIVE_STATES", "TOTAL", "QueueRow", "age_bucket", "outbound_queue_shape"]

@@ -25,16 +25,16 @@ from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 
-from inbound.config import Config
-from inbound.retry import RetrySchedule
-from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool, SpoolError, new_queue_id
-from inbound.taskdrain import drain_tasks
+from outbound.config import RelaySettings
 from outbound.mx import MxLookupError, resolve_targets
 from outbound.scheduler import DeliveryScheduler, Destination
 from outbound.sender import Envelope, RecipientResult, SessionSettings, deliver
 from outbound.settle import AttemptSettler, ClaimedEntry, Deferral
 from outbound.suppression import SuppressionError, SuppressionList
 from outbound.verp import make_return_path
+from postroom.core.retry import RetrySchedule
+from postroom.core.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool, SpoolError, new_queue_id
+from postroom.core.taskdrain import drain_tasks
 
 log = logging.getLogger("postroom.outbound.runner")
 
@@ -45,7 +45,7 @@ DEFAULT_RESCAN_INTERVAL = 30.0
 class OutboundRunner:
     def __init__(
         self,
-        cfg: Config,
+        cfg: RelaySettings,
         *,
         spool: Spool,
         suppression: SuppressionList,

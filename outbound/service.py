@@ -14,12 +14,12 @@ from typing import Any
 
 import dns.asyncresolver
 
-from inbound.config import Config
-from inbound.spool import Spool
-from outbound.bounces import BounceProcessor
+from outbound.bounce_intake import BounceProcessor
+from outbound.config import RelaySettings
 from outbound.runner import OutboundRunner
 from outbound.submission import SubmissionServer
 from outbound.suppression import SuppressionList, open_suppression
+from postroom.core.spool import Spool
 
 log = logging.getLogger("postroom.outbound.service")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("postroom.outbound.service")
 class OutboundService:
     def __init__(
         self,
-        config: Config,
+        config: RelaySettings,
         *,
         resolver: dns.asyncresolver.Resolver,
         redis: Any | None = None,

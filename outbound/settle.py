@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from inbound.retry import RetrySchedule
-from inbound.spool import ACTIVE, DEFERRED, INCOMING, DeliveryState, Spool
-from outbound.bounces import queue_dsn
+from outbound.bounce_intake import queue_dsn
 from outbound.dsn import FailedRecipient, enhanced_status
 from outbound.sender import RecipientResult
 from outbound.suppression import SuppressionError, SuppressionList
+from postroom.core.retry import RetrySchedule
+from postroom.core.spool import ACTIVE, DEFERRED, INCOMING, DeliveryState, Spool
 
 log = logging.getLogger("postroom.outbound.settle")
 

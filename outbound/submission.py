@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, LoginPassword, Session
 
-from inbound import policy
-from inbound.config import parse_hostport
-from inbound.spool import Spool, SpoolError, SpoolFull
 from outbound.auth_limiter import AuthLimiter
 from outbound.authenticator import Authenticator, AuthOutcome
 from outbound.dkim import DkimKeyError, DkimSigner
 from outbound.message_headers import address_domain, complete_message, from_addresses, parse_headers
 from outbound.submission_protocol import SubmissionSMTP, peer_ip
 from outbound.suppression import SuppressionError, SuppressionList, normalize_address
+from postroom.core import replies as policy
+from postroom.core.configload import parse_hostport
+from postroom.core.spool import Spool, SpoolError, SpoolFull
 
 if TYPE_CHECKING:
-    from inbound.config import Config
+    from outbound.config import RelaySettings
 
 log = logging.getLogger("postroom.outbound.submission")
 
@@ -52,7 +52,7 @@ class SubmissionHandler:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: RelaySettings,
         *,
         spool: Spool,
         suppression: SuppressionList,
@@ -258,7 +258,7 @@ class SubmissionServer:
 
     def __init__(
         self,
-        cfg: Config,
+        cfg: RelaySettings,
         *,
         spool: Spool,
         suppression: SuppressionList,

@@ -14,7 +14,7 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from inbound.smtp_protocol import with_enhanced_code
+from postroom.core.smtpserver import with_enhanced_code
 
 
 class SubmissionHooks(Protocol):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import orjson
 
 if TYPE_CHECKING:
-    from inbound.config import Config
+    from outbound.config import RelaySettings
 
 log = logging.getLogger("postroom.outbound.suppression")
 
@@ -286,7 +286,7 @@ class RedisSuppressionList:
             raise SuppressionError(f"suppression list in Redis unavailable: {exc}") from exc
 
 
-def open_suppression(cfg: Config, redis: Any | None) -> SuppressionList:
+def open_suppression(cfg: RelaySettings, redis: Any | None) -> SuppressionList:
     """Redis-backed when a `redis.asyncio.Redis` client is given, else the JSON file in the outbound spool."""
     if redis is not None:
         return RedisSuppressionList(redis)

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from inbound.app import make_executor
-from inbound.delivery import DeliveryRunner, RunnerLimits
-from inbound.retry import RetrySchedule
-from inbound.spool import Spool
-from inbound.webhook import WebhookClient
+from inbound.delivery.runner import DeliveryRunner, RunnerLimits
+from inbound.delivery.webhook import WebhookClient
+from postroom.app.serve import make_executor
+from postroom.core.retry import RetrySchedule
+from postroom.core.spool import Spool
 from tests.support.harness import free_port, message
 
 SECRET = "bench-secret"
@@ -74,7 +74,7 @@ def _spool_io(threads: int) -> concurrent.futures.Executor:
 async def drain(args: argparse.Namespace) -> None:
     port = free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "inbound.receiver", "--port", str(port), "--secret", SECRET],
+        [sys.executable, "-m", "postroom.helpdesk.receiver", "--port", str(port), "--secret", SECRET],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

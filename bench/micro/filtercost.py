@@ -18,7 +18,7 @@ from filters.base import Connection, Stage, Transaction
 from filters.deps import FilterDeps
 from filters.registry import build_filters
 from filters.resolver import make_resolver
-from inbound.config import config_from_mapping
+from postroom.app.config import config_from_mapping
 from tests.servers.dns import DnsServer, run_nsd
 
 UNLIMITED = {

@@ -2,7 +2,8 @@
 
     python -m bench.micro.logcost [--records 20000] [--repeats 7] [--format json|text] [--out /dev/null]
 
-Configures logging as `postroom serve` does (inbound.logsetup.configure_logging, stderr swapped for `--out`,
+Configures logging as `postroom serve` does (postroom.app.logsetup.configure_logging, stderr swapped for
+`--out`,
 line-buffered like stderr), then emits the per-message INFO events with the field shapes of their call
 sites (connect, queued, delivered, disconnect) and prints µs per record, best of `--repeats`.
 """
@@ -15,11 +16,11 @@ import logging
 import os
 import time
 
-from inbound.config import config_from_mapping
-from inbound.logsetup import configure_logging
+from postroom.app.config import config_from_mapping
+from postroom.app.logsetup import configure_logging
 
-smtp_log = logging.getLogger("inbound.smtp")
-delivery_log = logging.getLogger("inbound.delivery")
+smtp_log = logging.getLogger("inbound.smtp.handler")
+delivery_log = logging.getLogger("inbound.delivery.runner")
 
 
 def emit(records: int) -> float:

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from inbound.receiver import ReceivedTicket, Response, TicketReceiver
-from inbound.spool import Spool
+from postroom.core.spool import Spool
+from postroom.helpdesk.receiver import ReceivedTicket, Response, TicketReceiver
 from tests.servers.daemon import FIXTURES, DaemonProcess, find_binary, free_port, wait_until
 from tests.servers.redis import RedisServer
 from tests.support import tomlwrite
@@ -82,7 +82,7 @@ class Node:
     def cli(self, *args: str) -> str:
         """Run `postroom <args> --config <this node's config>` and return its standard output."""
         done = subprocess.run(
-            [sys.executable, "-m", "inbound.cli", *args, "--config", str(self.config_path)],
+            [sys.executable, "-m", "postroom.app.cli", *args, "--config", str(self.config_path)],
             capture_output=True,
             cwd=REPO,
             timeout=60,

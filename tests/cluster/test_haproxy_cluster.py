@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from inbound.receiver import Response
-from inbound.spool import ACTIVE, DEAD, DEFERRED, INCOMING, QUEUE_STATES
+from postroom.core.spool import ACTIVE, DEAD, DEFERRED, INCOMING, QUEUE_STATES
+from postroom.helpdesk.receiver import Response
 from tests.cluster.cluster import ALL_UP, RETRY_CAP, Cluster, Node, Samples, Sent, rcpt, running_cluster
 from tests.servers.daemon import wait_until
 from tests.servers.redis import RedisServer

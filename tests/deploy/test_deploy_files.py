@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from inbound.config import load_config, parse_hostport
-from inbound.metrics import Metrics
-from inbound.ops_http import OpsServer
-from inbound.readiness import CheckResult
-from inbound.spool import Spool
+from postroom.app.config import load_config
+from postroom.app.ops_http import OpsServer
+from postroom.app.readiness import CheckResult
+from postroom.core.configload import parse_hostport
+from postroom.core.metrics import Metrics
+from postroom.core.spool import Spool
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from inbound.config import Config, load_config
+from postroom.app.config import Config, load_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "postroom.example.toml"
 # Keys whose entries are open-ended maps or lists of tables; the example shows one entry (or a comment).

@@ -17,7 +17,7 @@ from filters.clamav import ClamavFilter, build
 from filters.clamd_client import ClamdAddress, ClamdClient, ClamdError, ScanResult, parse_reply
 from filters.config import ClamavConfig
 from filters.deps import FilterDeps
-from inbound.configload import ConfigError
+from postroom.core.configload import ConfigError
 from tests.servers.clamd import EICAR, EICAR_NAME, MARKER, MARKER_NAME, STREAM_MAX_LENGTH, ClamdServer
 
 pytestmark = pytest.mark.integration

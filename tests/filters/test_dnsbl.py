@@ -14,7 +14,7 @@ from filters.config import DnsblConfig
 from filters.deps import FilterDeps
 from filters.dnsbl import DnsblFilter, Status, build, classify_codes, query_name
 from filters.resolver import make_resolver
-from inbound.config import DnsConfig
+from postroom.core.config import DnsConfig
 from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from filters.config import FqdnConfig
 from filters.deps import FilterDeps
 from filters.fqdn import FqdnFilter, build, helo_problem
 from filters.resolver import make_resolver
-from inbound.config import DnsConfig
+from postroom.core.config import DnsConfig
 from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 pytestmark = pytest.mark.integration

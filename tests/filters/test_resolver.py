@@ -20,7 +20,7 @@ from filters.resolver import (
     sync_twin,
     uncached,
 )
-from inbound.config import DnsConfig
+from postroom.core.config import DnsConfig
 from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 T = TypeVar("T")

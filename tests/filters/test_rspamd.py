@@ -14,7 +14,7 @@ from filters.chain import Decision, FilterChain
 from filters.config import RspamdConfig
 from filters.deps import FilterDeps
 from filters.rspamd import RspamdFilter, RspamdReplyError, build, parse_scan
-from inbound.configload import ConfigError
+from postroom.core.configload import ConfigError
 from tests.servers.daemon import free_port
 from tests.servers.rspamd import (
     FORCE_ACTION_HEADER,

@@ -15,8 +15,9 @@ from filters.config import SpfConfig
 from filters.deps import FilterDeps
 from filters.resolver import make_resolver
 from filters.spf import SpfFilter, build
-from inbound.config import DnsConfig, load_config
-from inbound.configload import ConfigError
+from postroom.app.config import load_config
+from postroom.core.config import DnsConfig
+from postroom.core.configload import ConfigError
 from tests.servers.dns import CountingDnsProxy, DnsServer, UnresponsiveDnsServer
 
 pytestmark = pytest.mark.integration

@@ -25,8 +25,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from inbound.config import Config, config_from_mapping
-from inbound.spool import Spool
+from postroom.app.config import Config, config_from_mapping
+from postroom.core.spool import Spool
 from tests.outbound.submission_fixtures import write_self_signed
 from tests.servers.dns import DnsServer
 

@@ -11,9 +11,9 @@ import json
 import sys
 
 from filters.resolver import make_resolver
-from inbound.config import config_from_mapping
 from outbound.runner import OutboundRunner
 from outbound.suppression import open_suppression
+from postroom.app.config import config_from_mapping
 from tests.outbound.delivery_fixtures import outbound_spool
 
 

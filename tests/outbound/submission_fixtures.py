@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from inbound.config import Config, config_from_mapping
-from inbound.spool import Spool
 from outbound.passwords import hash_password
 from outbound.submission import SubmissionServer
 from outbound.suppression import SuppressionList
+from postroom.app.config import Config, config_from_mapping
+from postroom.core.spool import Spool
 from tests.servers.daemon import free_port
 from tests.servers.dns import DnsServer
 

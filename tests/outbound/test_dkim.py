@@ -12,7 +12,6 @@ from pathlib import Path
 import dkim
 import pytest
 
-from inbound.config import config_from_mapping
 from outbound.dkim import (
     DkimKeyError,
     DkimSigner,
@@ -21,6 +20,7 @@ from outbound.dkim import (
     sign_message,
     write_private_key,
 )
+from postroom.app.config import config_from_mapping
 from tests.outbound.submission_fixtures import DKIM_KEY, SIGNING_DOMAIN, dkim_dnsfunc
 from tests.servers.dns import DnsServer
 

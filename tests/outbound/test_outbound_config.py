@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from inbound.config import config_from_mapping
-from inbound.configload import ConfigError
 from outbound.config import DestinationConfig
+from postroom.app.config import config_from_mapping
+from postroom.core.configload import ConfigError
 from tests.outbound.submission_fixtures import DKIM_KEY, TlsFiles
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from inbound.spool import ACTIVE, DEAD, DEFERRED, INCOMING, Spool
 from outbound.queueview import BUCKET_LABELS, age_bucket, outbound_queue_shape, render_text, shape_as_json
+from postroom.core.spool import ACTIVE, DEAD, DEFERRED, INCOMING, Spool
 
 NOW = 1_700_000_000.0
 

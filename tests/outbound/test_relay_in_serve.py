@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from inbound.config import Config, config_from_mapping
-from inbound.receiver import TicketReceiver
 from outbound.dsn import FailedRecipient, build_dsn
+from postroom.app.config import Config, config_from_mapping
+from postroom.helpdesk.receiver import TicketReceiver
 from tests.outbound.delivery_fixtures import MX_MULTI_1, MxFarm, wait_for
 from tests.outbound.submission_fixtures import DKIM_KEY, HELPDESK_PASSWORD, SIGNING_DOMAIN, TlsFiles
 from tests.servers.dns import DnsServer

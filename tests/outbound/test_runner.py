@@ -13,14 +13,14 @@ import pytest
 from flufl.bounce import all_failures
 
 from filters.resolver import make_resolver
-from inbound.config import Config
-from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool
-from outbound.bounces import BounceProcessor
+from outbound.bounce_intake import BounceProcessor
 from outbound.dsn import FailedRecipient, build_dsn
 from outbound.runner import OutboundRunner
 from outbound.scheduler import DeliveryScheduler
 from outbound.suppression import MemorySuppressionList, open_suppression
 from outbound.verp import parse_return_path
+from postroom.app.config import Config
+from postroom.core.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING, Spool
 from tests.outbound.delivery_fixtures import (
     MX_A_ONLY,
     MX_GREYLIST,

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from filters.resolver import make_resolver
-from inbound.config import config_from_mapping
-from inbound.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING
 from outbound.runner import OutboundRunner
 from outbound.suppression import open_suppression
+from postroom.app.config import config_from_mapping
+from postroom.core.spool import ACTIVE, CORRUPT, DEFERRED, INCOMING
 from tests.outbound.delivery_fixtures import (
     MX_BURST,
     MX_CRASH,

@@ -14,10 +14,10 @@ from pathlib import Path
 import dkim
 import pytest
 
-from inbound.config import Config
-from inbound.spool import INCOMING, Spool
 from outbound.dkim import dns_txt_value
 from outbound.suppression import SUPPRESSION_FILE, MemorySuppressionList
+from postroom.app.config import Config
+from postroom.core.spool import INCOMING, Spool
 from tests.outbound.submission_fixtures import (
     DKIM_KEY,
     HELPDESK_PASSWORD,

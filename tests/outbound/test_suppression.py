@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from inbound.config import config_from_mapping
 from outbound.suppression import (
     SUPPRESSION_FILE,
     MemorySuppressionList,
@@ -22,6 +21,7 @@ from outbound.suppression import (
     normalize_address,
     open_suppression,
 )
+from postroom.app.config import config_from_mapping
 from tests.outbound.submission_fixtures import FakeClock
 from tests.servers.daemon import free_port
 from tests.servers.redis import RedisServer

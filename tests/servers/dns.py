@@ -31,7 +31,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from inbound.config import DnsConfig
+from postroom.core.config import DnsConfig
 
 REPO = Path(__file__).resolve().parents[2]
 ZONES_DIR = REPO / "fixtures" / "dns" / "zones"

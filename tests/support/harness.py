@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inbound.app import Postroom
-from inbound.config import Config, config_from_mapping
+from postroom.app.config import Config, config_from_mapping
+from postroom.app.serve import Postroom
 
 SECRET = "test-secret"
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -145,7 +145,7 @@ class ServeProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inbound.cli", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "postroom.app.cli", "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=log,
             cwd=REPO,

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from inbound.receiver import TicketReceiver
+from postroom.helpdesk.receiver import TicketReceiver
 from tests.support.harness import SECRET
 
 

@@ -1,0 +1,106 @@
+"""Sort the parts of a MIME tree into body text, body HTML and attachments.
+
+Rules, in the order they apply to a part:
+- `message/*` (a forwarded message/rfc822, a delivery-status block, ...) is an attachment and is not
+  descended into: a forwarded message's text must not leak into the body of the ticket.
+- A multipart is descended into. In multipart/alternative only the first text/plain and the first
+  text/html child are kept as body; other text renderings (text/enriched, text/watch-html) are dropped as
+  duplicates, while anything else (a text/calendar invite) is an attachment.
+- text/plain and text/html without a filename and not marked `attachment` are body; everything else is an
+  attachment, including inline images (which keep their Content-ID).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import collapse_rfc2231_value
+
+from inbound.ticket.mime_text import decode_bytes, normalize_newlines
+from inbound.ticket.mime_tree import MAX_DEPTH, disposition, part_bytes, raw_header
+
+_BODY_SUBTYPES = ("plain", "html")
+# Children of multipart/alternative kept besides the first plain and HTML body: a calendar invite.
+_ALTERNATIVE_KEPT = ("plain", "html", "calendar")
+
+
+@dataclass
+class MimeContent:
+    text_parts: list[str] = field(default_factory=list)
+    html_parts: list[str] = field(default_factory=list)
+    attachments: list[Message] = field(default_factory=list)
+    # message/delivery-status parts found inside a multipart/report with report-type=delivery-status.
+    delivery_reports: list[Message] = field(default_factory=list)
+    # report-type of a multipart/report at the top of the message (root or a direct child), lower-case.
+    report_type: str | None = None
+
+    @property
+    def text(self) -> str | None:
+        return "\n".join(self.text_parts) if self.text_parts else None
+
+    @property
+    def html(self) -> str | None:
+        return "\n".join(self.html_parts) if self.html_parts else None
+
+
+def collect_content(root: Message) -> MimeContent:
+    content = MimeContent()
+    _visit(root, content, depth=0, in_report=False)
+    return content
+
+
+def _visit(part: Message, content: MimeContent, *, depth: int, in_report: bool) -> None:
+    content_type = part.get_content_type()
+    maintype, _, subtype = content_type.partition("/")
+    if maintype == "message" or depth >= MAX_DEPTH:
+        content.attachments.append(part)
+        if in_report and content_type == "message/delivery-status":
+            content.delivery_reports.append(part)
+    elif part.is_multipart():
+        _visit_multipart(part, subtype, content, depth=depth)
+    elif maintype == "text" and subtype in _BODY_SUBTYPES and _is_inline_unnamed(part):
+        _add_body(part, subtype, content)
+    else:
+        content.attachments.append(part)
+
+
+def _visit_multipart(part: Message, subtype: str, content: MimeContent, *, depth: int) -> None:
+    children = [child for child in part.get_payload() if isinstance(child, Message)]
+    in_report = False
+    if subtype == "report":
+        report_type = str(collapse_rfc2231_value(part.get_param("report-type", "") or "")).lower()
+        in_report = report_type == "delivery-status"
+        if depth <= 1 and content.report_type is None:
+            content.report_type = report_type
+    if subtype != "alternative":
+        for child in children:
+            _visit(child, content, depth=depth + 1, in_report=in_report)
+        return
+    taken: set[str] = set()
+    for child in children:
+        child_maintype, _, child_subtype = child.get_content_type().partition("/")
+        if child_maintype == "text" and _is_inline_unnamed(child):
+            if child_subtype in taken or child_subtype not in _ALTERNATIVE_KEPT:
+                continue  # another rendering of a body already taken
+            taken.add(child_subtype)
+        _visit(child, content, depth=depth + 1, in_report=False)
+
+
+def _is_inline_unnamed(part: Message) -> bool:
+    """Not marked as an attachment and without a filename: a candidate for the body."""
+    if disposition(part) == "attachment":
+        return False
+    # get_filename() parses every parameter; most parts plainly have no "name" anywhere.
+    declared = (raw_header(part, "content-disposition") or "") + (raw_header(part, "content-type") or "")
+    return "name" not in declared.lower() or not part.get_filename()
+
+
+def _add_body(part: Message, subtype: str, content: MimeContent) -> None:
+    data = part_bytes(part)
+    if not data.strip():
+        return  # empty body parts (e.g. the first part of many DSNs) add nothing
+    text = normalize_newlines(decode_bytes(data, part.get_content_charset()))
+    if subtype == "html":
+        content.html_parts.append(text)
+    else:
+        content.text_parts.append(text)
