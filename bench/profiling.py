@@ -49,7 +49,7 @@ async def stop(recorder: subprocess.Popen[bytes]) -> None:
 
 
 def _function(frame: str) -> str:
-    """'handle_DATA (inbound/smtp.py:243)' -> 'handle_DATA (inbound/smtp.py)': lines merged."""
+    """'handle_DATA (inbound/smtp/handler.py:243)' -> 'handle_DATA (inbound/smtp/handler.py)'."""
     return _LINE_RE.sub(lambda m: f" ({m.group('file')})", frame.strip())
 
 

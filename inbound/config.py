@@ -109,7 +109,7 @@ class DeliveryConfig:
 
 @dataclass
 class BackpressureConfig:
-    """Per-tenant back-pressure (inbound/circuit.py)."""
+    """Per-tenant back-pressure (inbound/delivery/circuit.py)."""
 
     enabled: bool = True
     failures_to_open: int = 10

@@ -1,4 +1,4 @@
-"""Logging for `postroom serve`: structured JSON lines by default, secrets redacted (see inbound/logs.py)."""
+"""Logging for `postroom serve`: JSON lines by default, secrets redacted (see postroom/core/logs.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def configure_logging(config: Config) -> None:
     secrets = [s for s in (config.webhook.secret, config.filters.rspamd.password) if s]
     setup_logging(config.logging, secrets=secrets)
     # Process-wide: every LogRecord stops looking up its thread (id and name), process id and multiprocessing
-    # process name. No Postroom line carries them (inbound/logs.py RESERVED keeps LogRecord attributes out),
-    # so this only saves work, ~1 µs a record (bench/micro/logcost.py). `logging._srcfile` stays: setting it
-    # to None would also skip the caller lookup, but that is where `stack_info=True` gets the "stack" field.
+    # process name. No Postroom line carries them (postroom/core/logs.py RESERVED keeps LogRecord attributes
+    # out), so this only saves work (bench/micro/logcost.py). `logging._srcfile` stays: setting it to None
+    # would also skip the caller lookup, but that is where `stack_info=True` gets the "stack" field.
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
