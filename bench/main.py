@@ -1,6 +1,8 @@
 """bench/run: start every system on loopback, measure it with the same load and receiver, write the results.
 
-For each system (and, for Postroom, each filter profile), in this order:
+For each load shape (--shapes: `one` message per SMTP connection, as real MX traffic arrives, and `many`,
+--per-session messages per connection), each system (and, for Postroom, each filter profile) is started
+afresh and measured in this order:
   warm-up (not measured) → throughput (closed loop, --messages) → latency at --rate msgs/s (open loop,
   --rate-messages). Last of all, for Postroom, a fresh process for the spool scenario (--spool-messages).
 Postfix + pipe script starts a Python interpreter per message, so it gets its own, smaller message counts
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import process, profiling, report
+from bench.haraka import Haraka
 from bench.loadgen import DEFAULT_SOURCES, install_uvloop
 from bench.messages import DEFAULT_MIX, HELO, MessageFactory, Mix
 from bench.postfix import Postfix
@@ -38,10 +41,14 @@ from bench.systems import Context, NullAiosmtpd, Postroom, SmtpSink, System
 SYSTEMS: dict[str, type[System]] = {
     "postroom": Postroom,
     "postfix": Postfix,
+    "haraka": Haraka,
     "aiosmtpd": NullAiosmtpd,
     "smtp-sink": SmtpSink,
 }
-BASELINE_ORDER = ("smtp-sink", "aiosmtpd", "postfix")
+BASELINE_ORDER = ("smtp-sink", "aiosmtpd", "haraka", "postfix")
+# Load shapes: messages per SMTP connection (None: --per-session). `one` is an MX's real traffic, one message
+# per connection as `smtp-source -s 10 -m N` sends it; `many` keeps connections open for several.
+SHAPES: dict[str, int | None] = {"one": 1, "many": None}
 SEQ_BLOCK = 1_000_000  # each phase numbers its messages from its own block, so markers never collide
 
 # (full, quick) defaults: a full run takes about 5-10 minutes on 2 cores, --quick about one.
@@ -75,17 +82,29 @@ class Plan:
     max_minutes: float
     workers: int
     rounds: int
+    shapes: list[str]
+
+    def session_length(self, shape: str) -> int:
+        """Messages per SMTP connection in `shape`."""
+        return SHAPES[shape] or self.per_session
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n")[0])
-    parser.add_argument("--systems", default="postroom,postfix,aiosmtpd,smtp-sink")
+    parser.add_argument("--systems", default="postroom,haraka,postfix,aiosmtpd,smtp-sink")
     parser.add_argument(
         "--profile", default="none,cheap,all", help="Postroom filter profiles: none,cheap,all"
     )
     parser.add_argument("--messages", type=int, help="closed-loop throughput run (full 5000, quick 2000)")
     parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--per-session", type=int, default=20, help="messages per SMTP connection")
+    parser.add_argument(
+        "--per-session", type=int, default=20, help="messages per SMTP connection in the `many` shape"
+    )
+    parser.add_argument(
+        "--shapes",
+        default="one,many",
+        help="load shapes, in this order: one (1 message per connection), many (--per-session each)",
+    )
     parser.add_argument("--mix", default=DEFAULT_MIX, help="size classes, e.g. small:80,medium:15,attach:5")
     parser.add_argument("--rate", type=float, default=100.0, help="offered msgs/s for the latency run")
     parser.add_argument(
@@ -132,6 +151,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     for name in systems:
         if name not in SYSTEMS:
             parser.error(f"unknown system {name!r}; choose from {', '.join(SYSTEMS)}")
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for shape in shapes:
+        if shape not in SHAPES:
+            parser.error(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+    if not shapes or len(set(shapes)) != len(shapes):
+        parser.error("--shapes: one or more of one,many, each once")
     for profile in profiles:
         if profile not in PROFILES:
             parser.error(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -148,7 +173,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         systems, profiles, values["messages"], args.sessions, args.per_session, args.mix, args.rate,
         values["rate_messages"], values["spool_messages"], args.spool_profile, values["postfix_messages"],
         values["postfix_rate_messages"], values["warmup"], without, args.stall, args.max_minutes,
-        args.workers, args.rounds,
+        args.workers, args.rounds, shapes,
     )  # fmt: skip
     return plan, args
 
@@ -164,17 +189,18 @@ class Bench:
         self.receiver = receiver
         self.token = secrets.token_hex(2)
         self.runs = 0
-        self.settings = Settings(plan.sessions, plan.per_session, stall=plan.stall)
+        self.settings = Settings(plan.sessions, plan.per_session, stall=plan.stall)  # `many`: spool, py-spy
         self.py_spy: Path | None = None  # where py-spy's output goes, when profiling
 
     def factory(self) -> MessageFactory:
         self.runs += 1
         return MessageFactory(f"{self.token}{self.runs}", Mix.parse(self.plan.mix))
 
-    async def measure(self, name: str, profile: str) -> dict[str, Any]:
+    async def measure(self, name: str, profile: str, shape: str = "many") -> dict[str, Any]:
         plan = self.plan
+        settings = Settings(plan.sessions, plan.session_length(shape), stall=plan.stall)
         system = SYSTEMS[name](self.ctx, profile)
-        label = f"[{name}/{profile}]"
+        label = f"[{name}/{profile}/{shape}]"
         log(f"{label} starting")
         await system.start()
         monitor = TreeMonitor(system.root_pid)
@@ -190,15 +216,18 @@ class Bench:
             if plan.warmup:
                 warm = min(plan.warmup, max(10, counts[0] // 10))
                 await measure_load(
-                    system, self.receiver, factory, self.settings, messages=warm, first_seq=0, rate=None
+                    system, self.receiver, factory, settings, messages=warm, first_seq=0, rate=None
                 )
-            log(f"{label} throughput: {counts[0]} messages, {plan.sessions} sessions")
+            log(
+                f"{label} throughput: {counts[0]} messages, {plan.sessions} sessions, "
+                f"{settings.per_session} per connection"
+            )
             scanners = self.ctx.services.daemon_pids if name == "postroom" and profile == "all" else []
             thr = await measure_load(
                 system,
                 self.receiver,
                 factory,
-                self.settings,
+                settings,
                 messages=counts[0],
                 first_seq=SEQ_BLOCK,
                 rate=None,
@@ -210,7 +239,7 @@ class Bench:
             )
             log(f"{label} latency: {counts[1]} messages at {plan.rate:g}/s")
             lat = await measure_load(
-                system, self.receiver, factory, self.settings, messages=counts[1], first_seq=2 * SEQ_BLOCK,
+                system, self.receiver, factory, settings, messages=counts[1], first_seq=2 * SEQ_BLOCK,
                 rate=plan.rate,
             )  # fmt: skip
             log(f"{label}   accept {lat['accept_latency_ms']} delivery {lat.get('delivery_latency_ms')}")
@@ -224,6 +253,8 @@ class Bench:
         return {
             "system": name,
             "profile": profile,
+            "shape": shape,
+            "per_session": settings.per_session,
             "version": system.version(),
             "msgs_per_s": thr["msgs_per_s"],
             "accept_latency_ms": lat["accept_latency_ms"],
@@ -307,28 +338,40 @@ async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str,
             bench = Bench(plan, ctx, receiver)
             if args.py_spy:
                 args.out.mkdir(parents=True, exist_ok=True)
-            measured: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            measured: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+            # py-spy profiles one shape: `many` when measured (the spool scenario's shape), else the other.
+            spy_shape = "many" if "many" in plan.shapes else plan.shapes[0]
             for round_number in range(1, plan.rounds + 1):
                 if plan.rounds > 1:
                     log(f"round {round_number} of {plan.rounds}")
-                # py-spy's extra run once, in the last round: profiling is not what the rounds repeat.
-                bench.py_spy = args.out if args.py_spy and round_number == plan.rounds else None
-                for name in ordered:
-                    for profile in profiles if name == "postroom" else ["none"]:
-                        try:
-                            entry = await bench.measure(name, profile)
-                            measured.setdefault((name, profile), []).append(entry)
-                        except Exception as exc:  # one system failing must not lose the others' figures
-                            log(f"[{name}/{profile}] FAILED: {exc}")
-                            document["errors"].append(
-                                {"system": name, "profile": profile, "error": str(exc)[:2000]}
-                            )
+                # Shape by shape, so that the systems a ratio compares are measured minutes apart at most.
+                for shape in plan.shapes:
+                    # py-spy's extra run once, in the last round: profiling is not what the rounds repeat.
+                    profiling_now = args.py_spy and round_number == plan.rounds and shape == spy_shape
+                    bench.py_spy = args.out if profiling_now else None
+                    for name in ordered:
+                        for profile in profiles if name == "postroom" else ["none"]:
+                            try:
+                                entry = await bench.measure(name, profile, shape)
+                                measured.setdefault((name, profile, shape), []).append(entry)
+                            except Exception as exc:  # one system failing must not lose the others' figures
+                                log(f"[{name}/{profile}/{shape}] FAILED: {exc}")
+                                document["errors"].append(
+                                    {
+                                        "system": name,
+                                        "profile": profile,
+                                        "shape": shape,
+                                        "error": str(exc)[:2000],
+                                    }
+                                )
             document["results"] = [median_round(entries) for entries in measured.values()]
             spool_entry = next(
                 (
                     e
                     for e in document["results"]
-                    if e["system"] == "postroom" and e["profile"] == plan.spool_profile
+                    if e["system"] == "postroom"
+                    and e["profile"] == plan.spool_profile
+                    and e["shape"] == spy_shape
                 ),
                 None,
             )

@@ -10,14 +10,21 @@ import re
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.haraka import installed_version, node_version
 from bench.rounds import per_round_ratios
 from bench.stats import ratio
 
-BASELINES = ("postfix", "aiosmtpd", "smtp-sink")
+# What Postroom's figures are divided by, in the ratio tables' column order: the do-nothing aiosmtpd (the
+# ceiling for Python), the peer (Haraka: the same job in Node), the seed's Postfix + pipe, the C ceiling.
+BASELINES = ("aiosmtpd", "haraka", "postfix", "smtp-sink")
+CPU_BASELINES = ("haraka", "postfix")  # CPU per message is compared with the systems that do the same job
+PEERS = ("haraka",)  # its own row in the ratio tables, against the ceilings
+DEFAULT_SHAPE = "many"  # results written before shapes existed were all `many`
 # Issue 6's targets, checked against whatever this run measured.
 TARGETS: tuple[tuple[str, str, Callable[[dict[str, Any]], bool | None]], ...] = (
     ("cheap", ">= 1,000 msgs/s end to end", lambda e: _ge(e.get("msgs_per_s"), 1000)),
@@ -30,6 +37,102 @@ TARGETS: tuple[tuple[str, str, Callable[[dict[str, Any]], bool | None]], ...] = 
     ("all", ">= 400 msgs/s end to end", lambda e: _ge(e.get("msgs_per_s"), 400)),
     ("*", "peak RSS < 200 MB, 20,000 spooled", lambda e: _spool_rss_ok(e)),
 )
+
+
+def shape_of(entry: dict[str, Any]) -> str:
+    return str(entry.get("shape") or DEFAULT_SHAPE)
+
+
+def shapes(doc: dict[str, Any]) -> list[str]:
+    """The shapes measured, in the order they were asked for, then any others the results hold."""
+    out: list[str] = []
+    for shape in [*(doc["settings"].get("shapes") or []), *(shape_of(e) for e in doc["results"])]:
+        if shape not in out:
+            out.append(shape)
+    return out
+
+
+def shape_title(shape: str, per_session: int) -> str:
+    if shape == "one":
+        return "one message per connection (connect, EHLO, MAIL, RCPT, DATA, QUIT: an MX's real traffic)"
+    return f"{per_session} messages per connection"
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio between two systems: the median of the round-by-round ratios and their range (one round: all
+    three the same)."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def cell(self) -> str:
+        if self.rounds < 2:
+            return _x(self.median)
+        return f"{_x(self.median)} ({_x(self.low)}–{_x(self.high)})"
+
+
+def ratio_of(entry: dict[str, Any], base: dict[str, Any], field: str) -> Ratio | None:
+    """`field` of `entry` ÷ that of `base`, round by round when both have rounds."""
+    by_round = per_round_ratios(entry, base, field)
+    if len(by_round) >= 2:
+        return Ratio(statistics.median(by_round), min(by_round), max(by_round), len(by_round))
+    value = ratio(entry.get(field), base.get(field))
+    return None if value is None else Ratio(value, value, value, 1)
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    system: str
+    profile: str
+    msgs_per_s: dict[str, Ratio | None]  # baseline -> this row's msgs/s ÷ the baseline's
+    cpu: dict[str, Ratio | None]  # baseline -> this row's CPU per message ÷ the baseline's
+
+
+def ratio_rows(entries: Sequence[dict[str, Any]], shape: str) -> tuple[list[str], list[str], list[RatioRow]]:
+    """Postroom's profiles (then the peer) against the baselines measured in `shape`.
+
+    Returns the baselines of the msgs/s columns, those of the CPU columns, and the rows; a system is never
+    divided by itself.
+    """
+    here = [e for e in entries if shape_of(e) == shape]
+    base = {e["system"]: e for e in here if e["system"] in BASELINES}
+    rate_cols = [b for b in BASELINES if b in base]
+    cpu_cols = [b for b in CPU_BASELINES if b in base]
+    subjects = [e for e in here if e["system"] == "postroom"] + [e for e in here if e["system"] in PEERS]
+    rows = [
+        RatioRow(
+            e["system"],
+            e["profile"],
+            {b: ratio_of(e, base[b], "msgs_per_s") for b in rate_cols if b != e["system"]},
+            {b: ratio_of(e, base[b], "cpu_s_per_1000") for b in cpu_cols if b != e["system"]},
+        )
+        for e in subjects
+    ]
+    return rate_cols, cpu_cols, rows
+
+
+def shape_rows(
+    entries: Sequence[dict[str, Any]], shape: str, other: str
+) -> list[tuple[str, str, Ratio | None, Ratio | None]]:
+    """Each system measured in both shapes: (system, profile, msgs/s ratio, CPU per message ratio) of `shape`
+    ÷ `other`."""
+    others = {(e["system"], e["profile"]): e for e in entries if shape_of(e) == other}
+    rows = []
+    for e in entries:
+        match = others.get((e["system"], e["profile"]))
+        if shape_of(e) == shape and match is not None:
+            rows.append(
+                (
+                    e["system"],
+                    e["profile"],
+                    ratio_of(e, match, "msgs_per_s"),
+                    ratio_of(e, match, "cpu_s_per_1000"),
+                )
+            )
+    return rows
 
 
 def _ge(value: float | None, bound: float) -> bool | None:
@@ -105,6 +208,9 @@ def versions() -> dict[str, str]:
         "rspamd": _cmd_version(["rspamd", "--version"], r"version (\S+)"),
         "clamd": _cmd_version(["clamd", "--version"], r"ClamAV ([^/\s]+)"),
         "nsd": _cmd_version(["nsd", "-v"], r"NSD version (\S+)"),
+        "haraka": installed_version("Haraka") or "not installed",
+        "mailparser": installed_version("mailparser") or "not installed",
+        "node": node_version(),
     }
 
 
@@ -142,22 +248,58 @@ def _cpu(entry: dict[str, Any]) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     settings, entries = doc["settings"], doc["results"]
     m = doc["machine"]
+    measured = shapes(doc)
+    per_session = settings["per_session"]
     lines = [
         f"# Postroom benchmark — {doc['date']}",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gb']} GB RAM, Linux {m['kernel']}, "
         f"load average at start {m['loadavg_at_start']}.  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".  ",
-        f"Load: {settings['sessions']} sessions, {settings['per_session']} messages per session, from "
-        f"{settings['sources']} source addresses, mix `{settings['mix']}`; throughput over "
-        f"{settings['messages']:,} messages (Postfix: {settings['postfix_messages']:,}), latency at "
-        f"{settings['rate']:g} msgs/s offered over {settings['rate_messages']:,} messages (Postfix: "
-        f"{settings['postfix_rate_messages']:,}). Postroom runs `[smtp] workers = "
+        f"Load: {settings['sessions']} sessions from {settings['sources']} source addresses, mix "
+        f"`{settings['mix']}`, in "
+        + ("shapes " if len(measured) > 1 else "shape ")
+        + ", ".join(f"`{shape}` ({shape_title(shape, per_session).split(' (')[0]})" for shape in measured)
+        + f"; throughput over {settings['messages']:,} messages (Postfix: {settings['postfix_messages']:,}), "
+        f"latency at {settings['rate']:g} msgs/s offered over {settings['rate_messages']:,} messages "
+        f"(Postfix: {settings['postfix_rate_messages']:,}). Postroom runs `[smtp] workers = "
         f"{settings.get('workers', 1)}`.  ",
         f"Command: `{doc['command']}`",
         "",
+        "Accept and delivery latency are measured at the fixed offered rate; throughput, CPU and lost",
+        "over the closed-loop run. smtp-sink and the do-nothing aiosmtpd deliver nothing: their end-to-end",
+        "rate is their accept rate. Haraka answers 250 only after its webhook POST succeeded, so its tickets",
+        "arrive before the 250 and its delivery latency is negative. CPU ms per msg is the server's CPU",
+        'seconds per 1,000 messages; "+ N scanners": CPU Rspamd and clamd spent for the server. Machine',
+        "cores busy: the whole machine (load generator and receiver included) during the throughput run, of",
+        "its cores. See docs/benchmark.md for definitions.",
+        "",
+    ]
+    for shape in measured:
+        here = [e for e in entries if shape_of(e) == shape]
+        title = shape_title(shape, int(here[0].get("per_session") or per_session) if here else per_session)
+        lines += [f"## Shape `{shape}`: {title}", ""]
+        lines += _table(here)
+        lines += _ratios(entries, shape)
+        lines += _rounds(here)
+    if "one" in measured and "many" in measured:
+        lines += _shape_ratios(entries)
+    lines += _spool(entries)
+    lines += _targets(entries, multi=len(measured) > 1)
+    lines += _py_spy(entries)
+    if doc.get("errors"):
+        lines += ["## Errors", ""] + [
+            f"- {e['system']} ({e['profile']}{', ' + e['shape'] if e.get('shape') else ''}): {e['error']}"
+            for e in doc["errors"]
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _table(entries: list[dict[str, Any]]) -> list[str]:
+    lines = [
         "| system | profile | msgs/s end to end | accept ms p50 / p95 / p99 | delivery ms p50 / p99 "
-        "| CPU s per 1,000 msgs | machine cores busy | peak RSS MB | lost |",
+        "| CPU ms per msg | machine cores busy | peak RSS MB | lost |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:
@@ -168,50 +310,51 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_cpu(e)} | {_fmt(e.get('machine_cores_busy'), 2)} "
             f"| {_fmt(e.get('peak_rss_mb'))} | {_fmt(e.get('lost'))} |"
         )
-    lines += ["", "Accept and delivery latency are measured at the fixed offered rate; throughput, CPU and",
-              "lost over the closed-loop run. smtp-sink and the do-nothing aiosmtpd deliver nothing: their",
-              "end-to-end rate is their accept rate. \"+ N scanners\": CPU Rspamd and clamd spent for the",
-              "server. Machine cores busy: the whole machine (load generator and receiver included) during",
-              "the throughput run, of its cores. See docs/benchmark.md for definitions.", ""]  # fmt: skip
-    lines += _ratios(entries)
-    lines += _rounds(entries)
-    lines += _spool(entries)
-    lines += _targets(entries)
-    lines += _py_spy(entries)
-    if doc.get("errors"):
-        lines += ["## Errors", ""] + [
-            f"- {e['system']} ({e['profile']}): {e['error']}" for e in doc["errors"]
-        ]
-        lines.append("")
-    return "\n".join(lines)
+    return [*lines, ""]
 
 
-def _ratios(entries: list[dict[str, Any]]) -> list[str]:
-    base = {e["system"]: e for e in entries if e["system"] in BASELINES}
-    ours = [e for e in entries if e["system"] == "postroom"]
-    if not ours or not base:
+def _ratios(entries: list[dict[str, Any]], shape: str) -> list[str]:
+    rate_cols, cpu_cols, rows = ratio_rows(entries, shape)
+    if not rows or not rate_cols:
         return []
-    names = [b for b in BASELINES if b in base]
     lines = [
-        "## Postroom relative to the baselines (same run)",
+        "### Postroom relative to the baselines and the peer (same run)",
         "",
-        "| profile | " + " | ".join(f"msgs/s ÷ {b}" for b in names) + " | CPU per msg ÷ postfix |",
-        "|---|" + "---:|" * (len(names) + 1),
+        "| profile | "
+        + " | ".join([*(f"msgs/s ÷ {b}" for b in rate_cols), *(f"CPU per msg ÷ {b}" for b in cpu_cols)])
+        + " |",
+        "|---|" + "---:|" * (len(rate_cols) + len(cpu_cols)),
     ]
-    for e in ours:
-        cells = [_ratio_cell(e, base[b], "msgs_per_s") for b in names]
-        cpu = _ratio_cell(e, base["postfix"], "cpu_s_per_1000") if "postfix" in base else "–"
-        lines.append(f"| {e['profile']} | " + " | ".join(cells) + f" | {cpu} |")
+    for row in rows:
+        cells = [_cell(row.msgs_per_s, b) for b in rate_cols] + [_cell(row.cpu, b) for b in cpu_cols]
+        label = row.profile if row.system == "postroom" else f"{row.system} (peer)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if any(e.get("rounds") for e in entries):
         lines += ["", "With several rounds: the median of the round-by-round ratios, and their range."]
     return [*lines, ""]
 
 
-def _ratio_cell(entry: dict[str, Any], base: dict[str, Any], field: str) -> str:
-    by_round = per_round_ratios(entry, base, field)
-    if len(by_round) < 2:
-        return _x(ratio(entry.get(field), base.get(field)))
-    return f"{_x(statistics.median(by_round))} ({_x(min(by_round))}–{_x(max(by_round))})"
+def _cell(ratios: dict[str, Ratio | None], base: str) -> str:
+    found = ratios.get(base)
+    return found.cell() if found is not None else "–"
+
+
+def _shape_ratios(entries: list[dict[str, Any]]) -> list[str]:
+    rows = shape_rows(entries, "one", "many")
+    if not rows:
+        return []
+    lines = [
+        "## One message per connection relative to many (same run)",
+        "",
+        "What connection set-up costs each system: msgs/s and CPU per message of shape `one` ÷ shape `many`.",
+        "",
+        "| system | profile | msgs/s one ÷ many | CPU per msg one ÷ many |",
+        "|---|---|---:|---:|",
+    ]
+    for system, profile, rate, cpu in rows:
+        cells = [r.cell() if r is not None else "–" for r in (rate, cpu)]
+        lines.append(f"| {system} | {profile} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _rounds(entries: list[dict[str, Any]]) -> list[str]:
@@ -219,12 +362,12 @@ def _rounds(entries: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = [
-        "## Rounds",
+        "### Rounds",
         "",
         "Every system was measured once per round, the rounds one after the other; the tables above "
         "show each one's median round.",
         "",
-        "| system | profile | msgs/s per round | CPU s per 1,000 msgs per round | lost |",
+        "| system | profile | msgs/s per round | CPU ms per msg per round | lost |",
         "|---|---|---|---|---:|",
     ]
     for e in rows:
@@ -263,8 +406,9 @@ def _spool(entries: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _targets(entries: list[dict[str, Any]]) -> list[str]:
-    lines = ["## Issue 6 targets", "", "| profile | target | met |", "|---|---|---|"]
+def _targets(entries: list[dict[str, Any]], *, multi: bool = False) -> list[str]:
+    head = "| profile | shape | target | met |" if multi else "| profile | target | met |"
+    lines = ["## Issue 6 targets", "", head, "|---|---|---|---|" if multi else "|---|---|---|"]
     checked = False
     for profile, label, check in TARGETS:
         for e in entries:
@@ -273,7 +417,8 @@ def _targets(entries: list[dict[str, Any]]) -> list[str]:
             met = check(e)
             if met is not None:
                 checked = True
-                lines.append(f"| {e['profile']} | {label} | {'yes' if met else '**no**'} |")
+                shape = f" {shape_of(e)} |" if multi else ""
+                lines.append(f"| {e['profile']} |{shape} {label} | {'yes' if met else '**no**'} |")
     return [*lines, ""] if checked else []
 
 
