@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inbound.ticket.payload import TicketContext, build_ticket
+
 CORPUS = Path(__file__).resolve().parents[3] / "fixtures" / "mail" / "corpus"
 
 CATEGORIES = (
@@ -40,9 +42,7 @@ CASE_TO = "support@acme.helpdesk.example"
 
 
 def make_ticket(raw: bytes, *, mail_from: str) -> dict[str, Any]:
-    """The one place that calls the normaliser: change this import when the package layout moves."""
-    from inbound.payload import TicketContext, build_ticket
-
+    """The one place that calls the normaliser."""
     context = TicketContext(
         id="20261122T054044Z-corpus",
         received_at="2026-11-22T05:40:44.123456Z",
