@@ -1,15 +1,17 @@
 """The stage interface every filter implements.
 
-Filters report facts (a `Result`); they never choose SMTP reply codes. `postroom.core.replies` turns results
-into replies from one table, and `filters.chain` runs the filters of a stage with their timeouts.
+Filters report facts (a `Result`); they never choose SMTP reply codes nor apply their section's `mode`,
+`timeout` or `fail_open`: `filters.chain` does, once for every filter, and `postroom.core.replies` turns
+results into replies from one table.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 
 class Stage(StrEnum):
@@ -43,12 +45,16 @@ class Result:
     `reason` is a stable machine key (e.g. ``"spf.fail"``, ``"dnsbl.listed"``, ``"virus.found"``) that the
     policy table maps to an SMTP reply; `detail` is human text that may appear in the reply; `data`
     holds structured facts for the ticket (spam score, symbols, virus name, auth results, ...).
+    `mark_headers` mark the message (``X-Spam: Yes``): the chain adds them only when the filter is enforced,
+    so an observed filter leaves the message as it was. Trace headers that only record facts
+    (Received-SPF, Authentication-Results) go to `Transaction.add_headers` directly.
     """
 
     outcome: Outcome
     reason: str = ""
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
+    mark_headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def passed(cls, detail: str = "", **data: Any) -> Result:
@@ -106,7 +112,6 @@ class Connection:
     helo: str = ""
     esmtp: bool = False
     tls: bool = False
-    tls_cipher: str = ""
     auth_user: str = ""
     reverse_name: str = ""
     verdicts: list[Verdict] = field(default_factory=list)  # connect/helo stage results
@@ -128,18 +133,35 @@ class Transaction:
     add_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-@runtime_checkable
-class Filter(Protocol):
-    """A check run at one or more SMTP stages.
+class Filter(ABC):
+    """A check run at one or more SMTP stages, with the lifecycle hooks the chain and the app call.
 
-    `check` must not block the event loop; blocking libraries run in a thread with a bounded time.
-    The chain enforces `timeout` and turns an exception into a `temperror`.
+    Subclasses set `name` (the verdict's filter name) and `stages`, and implement `check`. `check` must not
+    block the event loop; blocking libraries run in a thread with a bounded time. The chain bounds each check
+    by the section's `timeout` and turns an exception into a `temperror`.
+
+    The hooks are no-ops here; a filter overrides those it needs:
+    - `start`: once before the listener accepts a connection (DNSBL zone health checks);
+    - `aclose`: once at shutdown, after the last check (connection pools);
+    - `session_closed`: when any SMTP session ends, whatever its stage (the throttle's concurrency slot);
+    - `record_refusal`: after every refusal the listener sends, whichever filter or rule caused it (the
+      throttle's auto-block).
     """
 
     name: str
     stages: frozenset[Stage]
-    timeout: float
-    mode: Mode
-    fail_open: bool
 
+    @abstractmethod
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result: ...
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def session_closed(self, conn: Connection) -> None:
+        return None
+
+    async def record_refusal(self, conn: Connection, reason: str) -> None:
+        return None

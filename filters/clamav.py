@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from filters.base import Connection, Mode, Result, Stage, Transaction
+from filters.base import Connection, Filter, Result, Stage, Transaction
 from filters.clamd_client import ClamdAddress, ClamdClient, ClamdError, ClamdUnavailable
 from filters.config import ClamavConfig
 from filters.deps import FilterDeps
@@ -34,16 +34,13 @@ def _virus(found: bool, name: str | None = None, *, scanned: bool = True) -> dic
     return facts
 
 
-class ClamavFilter:
+class ClamavFilter(Filter):
     name = "clamav"
     stages = frozenset({Stage.DATA})
 
     def __init__(self, cfg: ClamavConfig, client: ClamdClient) -> None:
         self.cfg = cfg
         self.client = client
-        self.timeout = cfg.timeout
-        self.mode: Mode = cfg.mode
-        self.fail_open = cfg.fail_open
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
         if txn is None:

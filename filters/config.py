@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from filters.base import Mode
 from postroom.core.config import SpoolConfig
-from postroom.core.configload import ConfigError
+from postroom.core.configload import ConfigError, parse_http_url
 
 
 @dataclass
@@ -102,8 +102,7 @@ class RspamdConfig(FilterSection):
 
     def validate(self) -> None:
         super().validate()
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        parse_http_url(self.url, "url")
         if self.max_connections < 1:
             raise ConfigError("max_connections", "must be at least 1")
 
@@ -148,7 +147,9 @@ class ThrottleConfig(FilterSection):
 
 
 @dataclass
-class DkimVerifyConfig(FilterSection):
+class DkimDmarcConfig(FilterSection):
+    """`[filters.dkim]` (a stable name): DKIM verification and the DMARC decision made from it."""
+
     timeout: float = 10.0
     enforce_dmarc_reject: bool = True
 
@@ -161,7 +162,7 @@ class FiltersConfig:
     clamav: ClamavConfig = field(default_factory=ClamavConfig)
     rspamd: RspamdConfig = field(default_factory=RspamdConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
-    dkim: DkimVerifyConfig = field(default_factory=DkimVerifyConfig)
+    dkim: DkimDmarcConfig = field(default_factory=DkimDmarcConfig)
 
 
 class FilterSettings(Protocol):

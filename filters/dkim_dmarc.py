@@ -5,11 +5,11 @@ its `dnsfunc` hook, so verification runs in a worker thread with a key fetcher o
 Postroom's resolver and one deadline for all signatures. A key that cannot be fetched because of a DNS
 failure is a temperror; a missing or malformed key is a permerror; a body or signature mismatch is a fail.
 
-DMARC (RFC 7489): the policy is looked up at _dmarc.<From domain>, then at the organisational domain. The
-organisational domain is taken as the last two labels: Postroom ships no Public Suffix List, so under
-multi-label suffixes (example.co.uk) the fallback and relaxed alignment are too lenient; strict alignment
-and records at the exact From domain are unaffected. DMARC passes when SPF (txn.facts["spf"], from the SPF
-filter) or a DKIM signature passes with an aligned domain. A failure under an applied p=reject is
+DMARC (RFC 7489): the policy is looked up at _dmarc.<From domain>, then at the organisational domain: the
+public suffix plus one label, from the Public Suffix List that the `publicsuffixlist` package ships (read
+from the installed package, never fetched at run time; a TLD absent from it counts as a public suffix of
+one label). Relaxed alignment compares organisational domains. DMARC passes when SPF (txn.facts["spf"], from
+the SPF filter) or a DKIM signature passes with an aligned domain. A failure under an applied p=reject is
 "dmarc.reject" (550 5.7.1) when enforce_dmarc_reject is set, else recorded; p=quarantine and p=none are
 recorded. When DNS trouble leaves a reject decision open (no policy, or an aligned signature whose key could
 not be fetched), the result is "dmarc.temperror", a 451, so the sender retries instead of being misjudged.
@@ -18,6 +18,7 @@ not be fetched), the result is "dmarc.temperror", a 451, so the sender retries i
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -34,12 +35,14 @@ import dkim
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
+from publicsuffixlist import PublicSuffixList
 
 from filters.base import Connection, Filter, Outcome, Result, Stage, Transaction
-from filters.config import DkimVerifyConfig
+from filters.config import DkimDmarcConfig
 from filters.deps import FilterDeps
 from filters.resolver import sync_twin
 
+# The logger keeps the filter's verdict name, "auth", so operators' log filters keep matching.
 log = logging.getLogger("postroom.filters.auth")
 
 MAX_SIGNATURES = 8  # each costs a DNS lookup and an RSA verification
@@ -173,8 +176,16 @@ def parse_dmarc_record(found_at: str, text: str) -> DmarcRecord | None:
     )
 
 
+@functools.cache
+def _public_suffix_list() -> PublicSuffixList:
+    """Parsed once per process, when the filter is built: parsing takes far longer than a check."""
+    return PublicSuffixList()
+
+
 def organizational_domain(domain: str) -> str:
-    return ".".join(domain.rstrip(".").lower().split(".")[-2:])
+    """RFC 7489 §3.2: the public suffix plus one label; a public suffix itself is its own."""
+    name = domain.rstrip(".").lower()
+    return _public_suffix_list().privatesuffix(name) or name
 
 
 def aligned(domain: str, author_domain: str, mode: str) -> bool:
@@ -198,15 +209,15 @@ def _sampled(message: bytes, pct: int) -> bool:
     return pct >= 100 or int.from_bytes(hashlib.sha256(message).digest()[:2], "big") % 100 < pct
 
 
-class AuthFilter:
-    name = "auth"  # its data lands in txn.facts["auth"]
+class DkimDmarcFilter(Filter):
+    # The verdict name and the ticket key of its facts (txn.facts["auth"]: SPF, DKIM and DMARC results);
+    # both are part of the ticket format, so they keep the name "auth".
+    name = "auth"
     stages = frozenset({Stage.DATA})
 
-    def __init__(self, cfg: DkimVerifyConfig, deps: FilterDeps) -> None:
+    def __init__(self, cfg: DkimDmarcConfig, deps: FilterDeps) -> None:
+        _public_suffix_list()
         self.cfg = cfg
-        self.timeout = cfg.timeout
-        self.mode = cfg.mode
-        self.fail_open = cfg.fail_open
         self.hostname = deps.hostname
         self.resolver: dns.asyncresolver.Resolver = deps.resolver
         self.key_resolver = sync_twin(deps.resolver)
@@ -237,7 +248,7 @@ class AuthFilter:
         try:
             return await asyncio.wait_for(
                 asyncio.to_thread(verify_dkim, message, self.key_resolver, self.dkim_budget),
-                timeout=self.dkim_budget + 0.1 * self.timeout,
+                timeout=self.dkim_budget + 0.1 * self.cfg.timeout,
             )
         except TimeoutError:
             return [DkimSignatureResult("temperror", "", "", "DKIM verification did not finish in time")]
@@ -331,5 +342,5 @@ class AuthFilter:
         return str(header.header_value())
 
 
-def build(cfg: DkimVerifyConfig, deps: FilterDeps) -> Filter:
-    return AuthFilter(cfg, deps)
+def build(cfg: DkimDmarcConfig, deps: FilterDeps) -> Filter:
+    return DkimDmarcFilter(cfg, deps)

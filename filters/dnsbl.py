@@ -95,16 +95,13 @@ class ZoneHealth:
     problem: str = ""
 
 
-class DnsblFilter:
+class DnsblFilter(Filter):
     name = "dnsbl"
     stages = frozenset({Stage.CONNECT})
 
     def __init__(self, cfg: DnsblConfig, deps: FilterDeps) -> None:
         self.cfg = cfg
         self.deps = deps
-        self.timeout = cfg.timeout
-        self.mode = cfg.mode
-        self.fail_open = cfg.fail_open
         self.zones = [zone.strip(".").lower() for zone in cfg.zones]
         self.health = {zone: ZoneHealth() for zone in self.zones}
         self.allow = [ipaddress.ip_network(entry, strict=False) for entry in cfg.allow]
@@ -192,8 +189,12 @@ class DnsblFilter:
             return ""
         return " ".join(b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer)
 
+    async def start(self) -> None:
+        """Health-check the zones before the first connection, so no client is judged by a broken zone."""
+        await self.health_check()
+
     async def health_check(self) -> dict[str, str]:
-        """Check every zone now; returns the unusable zones with the reason. Call at start-up if you like."""
+        """Check every zone now; returns the unusable zones with the reason."""
         await asyncio.gather(*(self._check_zone(zone) for zone in self.zones))
         self._next_health_check = self.deps.monotonic() + self.cfg.health_check_interval
         return {zone: h.problem for zone, h in self.health.items() if not h.usable}

@@ -95,15 +95,12 @@ def _is_ip_address(value: str) -> bool:
     return True
 
 
-class FqdnFilter:
+class FqdnFilter(Filter):
     name = "fqdn"
     stages = frozenset({Stage.HELO, Stage.MAIL})
 
     def __init__(self, cfg: FqdnConfig, deps: FilterDeps) -> None:
         self.cfg = cfg
-        self.timeout = cfg.timeout
-        self.mode = cfg.mode
-        self.fail_open = cfg.fail_open
         self.resolver: dns.asyncresolver.Resolver = deps.resolver
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:

@@ -1,7 +1,8 @@
 """Builds the enabled filters from `[filters.*]`, in the order they run within a stage.
 
 Each filter module exposes `build(section, deps) -> Filter`. Modules are imported only when their filter is
-enabled, so a deployment without Rspamd or ClamAV never loads their clients.
+enabled, so a deployment without Rspamd or ClamAV never loads their clients. Each filter is linked to its
+section, whose `mode`, `timeout` and `fail_open` the chain applies.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib
 from typing import cast
 
 from filters.base import Filter
+from filters.chain import ChainLink
 from filters.config import FiltersConfig, FilterSection
 from filters.deps import FilterDeps
 
@@ -18,12 +20,12 @@ FILTER_ORDER = ("throttle", "dnsbl", "fqdn", "spf", "clamav", "rspamd", "dkim")
 _MODULES = {"dkim": "filters.dkim_dmarc"}
 
 
-def build_filters(config: FiltersConfig, deps: FilterDeps) -> list[Filter]:
-    filters: list[Filter] = []
+def build_links(config: FiltersConfig, deps: FilterDeps) -> list[ChainLink]:
+    links: list[ChainLink] = []
     for name in FILTER_ORDER:
         section = cast(FilterSection, getattr(config, name))
         if not section.enabled:
             continue
         module = importlib.import_module(_MODULES.get(name, f"filters.{name}"))
-        filters.append(cast(Filter, module.build(section, deps)))
-    return filters
+        links.append(ChainLink(cast(Filter, module.build(section, deps)), section))
+    return links

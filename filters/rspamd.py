@@ -1,16 +1,16 @@
 """Rspamd at the DATA stage, over its HTTP protocol (POST /checkv2) with httpx's request model.
 
 Requests go through `postroom.core.httpclient`'s lean transport, one per scan in flight, as the webhook's do:
-httpx's
-AsyncClient over httpcore cost ~24% of the server's CPU samples in the benchmark's `all` profile. Rspamd
-(3.4) answers `Connection: close`, so every scan opens a connection; the transport reuses one whenever a
-Rspamd or proxy in front of it keeps it open.
+httpx's AsyncClient over httpcore cost far more CPU per request (docs/benchmark.md). Rspamd (3.4)
+answers `Connection: close`, so every scan opens a connection; the transport reuses one whenever a Rspamd or
+proxy in front of it keeps it open.
 
 The envelope goes in request headers (IP, Helo, From, one Rcpt per recipient, Queue-Id, Hostname, User), the
 message as the body. Rspamd's action decides:
 
 - "reject" → fail `spam.reject` (554); "soft reject" → `spam.soft_reject`, "greylist" → `spam.greylist` (451);
-- "add header" / "rewrite subject" → accepted, marked spam by its action, `X-Spam: Yes` added to the message;
+- "add header" / "rewrite subject" → accepted, marked spam by its action, `X-Spam: Yes` added to the message
+  (by the chain, when the filter is enforced);
 - "no action" → pass.
 
 Facts, always: ``{"spam": {"score", "required_score", "action", "symbols": [sorted names]}}`` (plus
@@ -20,17 +20,16 @@ Facts, always: ``{"spam": {"score", "required_score", "action", "symbols": [sort
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from typing import Any
 
 import httpx
 
-from filters.base import Connection, Mode, Result, Stage, Transaction
+from filters.base import Connection, Filter, Outcome, Result, Stage, Transaction
 from filters.config import RspamdConfig
 from filters.deps import FilterDeps
-from postroom.core.configload import ConfigError
+from postroom.core.configload import parse_http_url
 from postroom.core.httpclient import KeepAliveTransport, TransportSlots, body_request
 
 log = logging.getLogger("postroom.filters.rspamd")
@@ -91,7 +90,7 @@ def parse_scan(body: Any) -> dict[str, Any]:
     return spam
 
 
-class RspamdFilter:
+class RspamdFilter(Filter):
     name = "rspamd"
     stages = frozenset({Stage.DATA})
 
@@ -100,9 +99,6 @@ class RspamdFilter:
         self.slots = slots
         # httpx.AsyncClient(base_url=...).post("/checkv2") appended to the base path: the same here.
         self.check_url = httpx.URL(cfg.url.rstrip("/") + "/checkv2")
-        self.timeout = cfg.timeout
-        self.mode: Mode = cfg.mode
-        self.fail_open = cfg.fail_open
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
         if txn is None:
@@ -110,18 +106,16 @@ class RspamdFilter:
         # UTF-8 bytes: SMTPUTF8 senders and HELO names are not ASCII, httpx's default for str values.
         headers = [(k.encode(), v.encode()) for k, v in request_headers(conn, txn, self.cfg.password)]
         request = body_request(self.check_url, txn.message, headers)
+        # The transport has no timeouts of its own: the chain's bounds the whole scan, the wait for a free
+        # slot included, and a hung Rspamd becomes "rspamd.timeout" there.
+        slot = await self.slots.acquire()
         try:
-            async with asyncio.timeout(self.cfg.timeout):  # the wait for a free slot included
-                slot = await self.slots.acquire()
-                try:
-                    response = await slot.handle_async_request(request)
-                    await response.aread()
-                finally:
-                    self.slots.release(slot)
-        except (TimeoutError, httpx.TimeoutException):
-            return Result.temperror("rspamd.timeout", f"no answer from Rspamd within {self.cfg.timeout:g}s")
+            response = await slot.handle_async_request(request)
+            await response.aread()
         except httpx.TransportError as exc:
             return Result.temperror("rspamd.unavailable", f"cannot reach Rspamd at {self.cfg.url}: {exc}")
+        finally:
+            self.slots.release(slot)
         if response.status_code != 200:
             return Result.temperror("rspamd.error", f"Rspamd answered HTTP {response.status_code}")
         try:
@@ -147,21 +141,18 @@ class RspamdFilter:
         reason = _REFUSALS.get(action)
         if reason is not None:
             return Result.failed(reason, detail, spam=spam)
-        # In observe mode the message must leave unchanged: the verdict alone records the finding.
-        if action in _MARKED_SPAM and self.mode is Mode.ENFORCE:
-            txn.add_headers.append(SPAM_HEADER)
-        return Result.passed(detail, spam=spam)
+        marks = (SPAM_HEADER,) if action in _MARKED_SPAM else ()
+        return Result(Outcome.PASS, "", detail, {"spam": spam}, mark_headers=marks)
 
     async def aclose(self) -> None:
-        """Close the connections (the listener calls this at shutdown when present)."""
         await self.slots.aclose()
 
 
 def build(cfg: RspamdConfig, deps: FilterDeps) -> RspamdFilter:
-    if not cfg.url.startswith(("http://", "https://")):
-        raise ConfigError("filters.rspamd.url", f"must be an http:// or https:// URL, got {cfg.url!r}")
+    # Checked again here for a section built in code rather than loaded (where validate() already did).
+    url = parse_http_url(cfg.url, "filters.rspamd.url")
     # Rspamd is a local service: no proxy variables from the environment are consulted (none ever are).
-    tls = ssl.create_default_context() if cfg.url.startswith("https://") else None
+    tls = ssl.create_default_context() if url.scheme == "https" else None
     slots = TransportSlots(
         lambda: KeepAliveTransport(max_response_bytes=MAX_REPLY_BYTES, ssl_context=tls), cfg.max_connections
     )

@@ -8,9 +8,9 @@ budget below the filter timeout, and the thread is awaited with a deadline of it
 
 Evaluations are cached per (client IP, identity domain, identity) — the only inputs of a record without
 macros — for the shortest TTL of the answers used, at most `cache_ttl`: a hit costs no thread, no DNS and no
-pyspf evaluation (~0.65 ms of CPU per message under load). A record using macros (%{l}, %{h}, ...) depends
-on more than the key and is never cached; neither is a temperror. The Received-SPF header names this
-message's sender and HELO, so it is rebuilt for every message by pyspf's own code from the cached result.
+pyspf evaluation (docs/benchmark.md). A record using macros (%{l}, %{h}, ...) depends on more than the key
+and is never cached; neither is a temperror. The Received-SPF header names this message's sender and HELO,
+so it is rebuilt for every message by pyspf's own code from the cached result.
 
 Outcomes: fail → "spf.fail" (550 5.7.23); temperror → "spf.temperror" (451 4.7.24); softfail is recorded
 (refused only with reject_softfail); permerror is recorded (refused only with reject_permerror) because it
@@ -134,16 +134,13 @@ class CachedResult:
             query.prob = self.problem_detail
 
 
-class SpfFilter:
+class SpfFilter(Filter):
     name = "spf"
     stages = frozenset({Stage.MAIL})
 
     def __init__(self, cfg: SpfConfig, deps: FilterDeps) -> None:
         _install_dispatcher()
         self.cfg = cfg
-        self.timeout = cfg.timeout
-        self.mode = cfg.mode
-        self.fail_open = cfg.fail_open
         self.hostname = deps.hostname
         self.dns_budget = cfg.timeout * DNS_BUDGET_SHARE
         self.resolver = sync_twin(deps.resolver)
@@ -169,7 +166,7 @@ class SpfFilter:
                 # ends here as spf.temperror. The thread itself ends within the DNS budget.
                 evaluation, keep_for = await asyncio.wait_for(
                     asyncio.to_thread(self._evaluate, query),
-                    timeout=(self.dns_budget + self.timeout) / 2,
+                    timeout=(self.dns_budget + self.cfg.timeout) / 2,
                 )
             except TimeoutError:
                 evaluation, keep_for = self._timed_out(conn.peer_ip, sender, conn.helo), 0.0

@@ -24,7 +24,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from filters.base import Connection, Mode, Result, Stage, Transaction
+from filters.base import Connection, Filter, Result, Stage, Transaction
 from filters.blocklist import BlockEntry, BlockList, BlockListFileError, LocalBlockList, client_address
 from filters.config import ThrottleConfig
 from filters.deps import FilterDeps
@@ -61,7 +61,7 @@ def tenant_key(address: str) -> str:
     return address.rpartition("@")[2].strip().strip(">").lower()
 
 
-class ThrottleFilter:
+class ThrottleFilter(Filter):
     name = "throttle"
     stages = frozenset({Stage.CONNECT, Stage.MAIL, Stage.RCPT})
 
@@ -72,9 +72,6 @@ class ThrottleFilter:
         self.store = store
         self.blocklist = blocklist
         self.clock = deps.clock
-        self.timeout = cfg.timeout
-        self.mode: Mode = cfg.mode
-        self.fail_open = cfg.fail_open
 
     async def check(self, stage: Stage, conn: Connection, txn: Transaction | None) -> Result:
         try:

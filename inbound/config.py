@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from postroom.core.configload import MIB, ConfigError, parse_hostport
+from postroom.core.configload import MIB, ConfigError, parse_hostport, parse_http_url
 
 
 @dataclass
@@ -73,8 +73,7 @@ class WebhookConfig:
     max_inline_attachment_bytes: int = 10 * MIB
 
     def validate(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        parse_http_url(self.url, "url")
         if not self.secret:
             raise ConfigError("secret", "must not be empty")
         for name in ("timeout", "retry_initial", "retry_max_interval", "retry_max_age"):

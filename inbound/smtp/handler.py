@@ -143,11 +143,8 @@ class InboundHandler:
                 self.sessions_by_ip.pop(state.conn.peer_ip, None)
             if self.metrics is not None:
                 self.metrics.session_closed()
-        for flt in self.chain.filters:
-            closer = getattr(flt, "session_closed", None)
-            if closer is not None:
-                task = asyncio.ensure_future(closer(state.conn))
-                task.add_done_callback(_log_task_failure)
+        task = asyncio.ensure_future(self.chain.session_closed(state.conn))
+        task.add_done_callback(_log_task_failure)
         log.info("disconnect", extra={"event": "disconnect", "session": state.conn.session_id})
 
     async def handle_PROXY(self, server: PostroomSMTP, session: Any, envelope: Any, proxy_data: Any) -> bool:
@@ -413,13 +410,7 @@ class InboundHandler:
         )
         if self.metrics is not None:
             self.metrics.message_refused(stage.value, reason, filter_name)
-        for flt in self.chain.filters:
-            recorder = getattr(flt, "record_refusal", None)
-            if recorder is not None:
-                try:
-                    await recorder(conn, reason)
-                except Exception:
-                    log.exception("record_refusal failed", extra={"filter": getattr(flt, "name", "?")})
+        await self.chain.record_refusal(conn, reason)
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("unexpected error in SMTP session", exc_info=error, extra={"event": "session_error"})

@@ -18,7 +18,7 @@ from typing import Any
 from filters.base import Connection, Stage, Transaction
 from filters.chain import Decision, FilterChain
 from filters.deps import FilterDeps
-from filters.registry import build_filters
+from filters.registry import build_links
 from filters.resolver import make_resolver
 from inbound.delivery.runner import make_ticket_body
 from postroom.app.config import Config
@@ -51,8 +51,8 @@ async def check_message(
 ) -> tuple[bytes, Decision | None]:
     """The ticket JSON for `raw`, and the refusal the filters would have answered (None if accepted)."""
     deps = FilterDeps(resolver=make_resolver(config.dns), hostname=config.smtp.hostname)
-    filters = [f for f in build_filters(config.filters, deps) if f.name not in SESSION_FILTERS]
-    chain = FilterChain(filters)
+    links = [link for link in build_links(config.filters, deps) if link.filter.name not in SESSION_FILTERS]
+    chain = FilterChain(links)
     mail_from = sender_of(raw) if envelope.mail_from is None else envelope.mail_from
     conn = Connection(session_id=f"check-{index}", peer_ip=envelope.client_ip, helo=envelope.helo, esmtp=True)
     txn = Transaction(queue_id=f"check-{index}", mail_from=mail_from, message=raw)
@@ -66,10 +66,7 @@ async def check_message(
         for stage in (Stage.MAIL, Stage.DATA):
             decision = decision or await chain.run(stage, conn, txn)
     finally:
-        for flt in filters:
-            closer = getattr(flt, "aclose", None)
-            if closer is not None:
-                await closer()
+        await chain.aclose()
     trace = "".join(f"{name}: {value}\r\n" for name, value in txn.add_headers).encode()
     meta: dict[str, Any] = {
         "id": f"check-{index}",

@@ -20,7 +20,7 @@ from filters.base import Verdict
 from filters.blocklist import blocklist_path
 from filters.chain import FilterChain
 from filters.deps import FilterDeps
-from filters.registry import build_filters
+from filters.registry import build_links
 from filters.resolver import make_resolver
 from inbound.delivery.circuit import BackPressure
 from inbound.delivery.runner import DeliveryRunner, RunnerLimits
@@ -113,16 +113,9 @@ class Postroom:
         )
         # The running server and `postroom block` must use the same block-list file.
         config.filters.throttle.blocklist_file = str(blocklist_path(config))
-        chain = FilterChain(build_filters(config.filters, deps), on_verdict=_verdict_metrics(metrics))
-        for flt in chain.filters:
-            # Filters that prepare at start-up (DNSBL zone health checks, connection pools) do it now.
-            for hook in ("start", "health_check"):
-                starter = getattr(flt, hook, None)
-                if starter is not None:
-                    await starter()
-            closer = getattr(flt, "aclose", None)
-            if closer is not None:
-                closers.append(closer)
+        chain = FilterChain(build_links(config.filters, deps), on_verdict=_verdict_metrics(metrics))
+        await chain.start()  # e.g. DNSBL zone health checks, before the first connection
+        closers.append(chain.aclose)
         # One relay per node: its per-destination limits and its queue are not shared between workers.
         outbound = OutboundService(
             config, resolver=deps.resolver, redis=redis_client, metrics=metrics, relay=worker in (None, 0)

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import types
 import typing
+import urllib.parse
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -142,3 +143,42 @@ def parse_hostport(value: str, key: str, default_port: int | None = None) -> tup
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(key, f"invalid port in {value!r}")
     return host, int(port)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HttpUrl:
+    """An http:// or https:// URL whose scheme, host and port have been checked."""
+
+    scheme: str  # "http" or "https", lower-case
+    host: str  # without the brackets of an IPv6 literal
+    port: int  # as written, else the scheme's default
+    path: str  # path and query, "/" when empty
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_http_url(value: str, key: str) -> HttpUrl:
+    """An http(s) URL with a host and a port in 1-65535, else a ConfigError naming `key`.
+
+    A prefix check is not enough: "http://" has no host, and a port of 99999 would be taken modulo 65536
+    by some clients and so reach another service.
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ConfigError(key, f"must not contain spaces or control characters, got {value!r}")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""
+        port_text = parts.netloc.rpartition("]")[2].rpartition("@")[2].partition(":")[2]
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(key, f"invalid URL {value!r}: {exc}") from None
+    if scheme not in _DEFAULT_PORTS:
+        raise ConfigError(key, f"must be an http:// or https:// URL, got {value!r}")
+    if not host:
+        raise ConfigError(key, f"missing host in {value!r}")
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise ConfigError(key, f"invalid port in {value!r} (expected 1-65535)")
+    port = int(port_text) if port_text else _DEFAULT_PORTS[scheme]
+    path = parts.path or "/"
+    return HttpUrl(scheme, host, port, f"{path}?{parts.query}" if parts.query else path)

@@ -12,7 +12,7 @@ import dns.asyncresolver
 import pytest
 
 from filters.base import Connection, Mode, Stage, Transaction
-from filters.chain import Decision, FilterChain
+from filters.chain import ChainLink, Decision, FilterChain
 from filters.clamav import ClamavFilter, build
 from filters.clamd_client import ClamdAddress, ClamdClient, ClamdError, ScanResult, parse_reply
 from filters.config import ClamavConfig
@@ -48,7 +48,7 @@ def scan(flt: ClamavFilter, message: bytes) -> tuple[Decision | None, Transactio
     conn = Connection(session_id="s1", peer_ip="127.0.0.10")
     txn = Transaction(queue_id="Q1", mail_from="a@example.org", rcpt_to=["help@acme.helpdesk.test"])
     txn.message = message
-    decision = asyncio.run(FilterChain([flt]).run(Stage.DATA, conn, txn))
+    decision = asyncio.run(FilterChain([ChainLink(flt, flt.cfg)]).run(Stage.DATA, conn, txn))
     return decision, txn
 
 
@@ -153,7 +153,7 @@ def test_hung_clamd_times_out_with_451(clamd_killable: ClamdServer) -> None:
 
 def test_clamd_killed_during_traffic_never_lets_a_virus_through(clamd_killable: ClamdServer) -> None:
     flt = make_filter(clamd_killable.tcp_address)
-    chain = FilterChain([flt])
+    chain = FilterChain([ChainLink(flt, flt.cfg)])
 
     async def traffic() -> list[Decision | None]:
         first_scanned = asyncio.Event()

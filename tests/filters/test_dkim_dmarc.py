@@ -8,11 +8,12 @@ import dkim
 import pytest
 
 from filters.base import Connection, Mode, Outcome, Result, Stage, Transaction
-from filters.chain import Decision, FilterChain
-from filters.config import DkimVerifyConfig, SpfConfig
+from filters.chain import ChainLink, Decision, FilterChain
+from filters.config import DkimDmarcConfig, SpfConfig
 from filters.deps import FilterDeps
 from filters.dkim_dmarc import (
-    AuthFilter,
+    DkimDmarcFilter,
+    aligned,
     author_domain,
     build,
     has_dkim_signature,
@@ -51,13 +52,13 @@ def deps(dns_server: DnsServer) -> FilterDeps:
     return FilterDeps(resolver=make_resolver(dns_server.dns_config()), hostname="mx.postroom.test")
 
 
-def make_filter(dns_server: DnsServer, **cfg: Any) -> AuthFilter:
-    flt = build(DkimVerifyConfig(enabled=True, **cfg), deps(dns_server))
-    assert isinstance(flt, AuthFilter)
+def make_filter(dns_server: DnsServer, **cfg: Any) -> DkimDmarcFilter:
+    flt = build(DkimDmarcConfig(enabled=True, **cfg), deps(dns_server))
+    assert isinstance(flt, DkimDmarcFilter)
     return flt
 
 
-def check(flt: AuthFilter, msg: bytes, spf: dict[str, str] | None = None) -> tuple[Result, Transaction]:
+def check(flt: DkimDmarcFilter, msg: bytes, spf: dict[str, str] | None = None) -> tuple[Result, Transaction]:
     txn = Transaction("Q1", mail_from="bounce@pass.spf.test", message=msg)
     if spf is not None:
         txn.facts["spf"] = dict(spf)
@@ -72,6 +73,28 @@ def test_dmarc_record_parsing_and_organisational_domain() -> None:
     fallback = parse_dmarc_record("example.test", "v=DMARC1; p=bogus; rua=mailto:d@example.test")
     assert fallback is not None and fallback.p == "none"
     assert organizational_domain("a.b.news.reject.test.") == "reject.test"
+
+
+@pytest.mark.parametrize(
+    ("domain", "organisational"),
+    [
+        ("example.co.uk", "example.co.uk"),
+        ("mail.Example.CO.UK.", "example.co.uk"),
+        ("a.b.example.com.au", "example.com.au"),
+        ("example.com", "example.com"),
+        ("news.example.com", "example.com"),
+        ("mail.example.unknowntld", "example.unknowntld"),  # not in the list: a one-label suffix
+        ("co.uk", "co.uk"),  # a public suffix is its own
+    ],
+)
+def test_the_organisational_domain_follows_the_public_suffix_list(domain: str, organisational: str) -> None:
+    assert organizational_domain(domain) == organisational
+
+
+def test_relaxed_alignment_never_joins_two_registrations_under_one_public_suffix() -> None:
+    assert aligned("mail.example.co.uk", "example.co.uk", "r")
+    assert not aligned("attacker.co.uk", "example.co.uk", "r")
+    assert not aligned("attacker.com.au", "bank.com.au", "r")
 
 
 @pytest.mark.parametrize(
@@ -208,10 +231,11 @@ def run_session(
     dns_server: DnsServer, sender: str, msg: bytes, **cfg: Any
 ) -> tuple[Decision | None, Transaction]:
     """MAIL with the real SPF filter, then DATA with the auth filter, as the listener runs them."""
+    spf_cfg, dkim_cfg = SpfConfig(enabled=True), DkimDmarcConfig(**cfg)
     chain = FilterChain(
         [
-            build_spf(SpfConfig(enabled=True), deps(dns_server)),
-            build(DkimVerifyConfig(**cfg), deps(dns_server)),
+            ChainLink(build_spf(spf_cfg, deps(dns_server)), spf_cfg),
+            ChainLink(build(dkim_cfg, deps(dns_server)), dkim_cfg),
         ]
     )
     conn = Connection("s1", "127.0.0.1", helo="mail.hosts.test")

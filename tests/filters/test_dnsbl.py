@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from filters.base import Connection, Mode, Outcome, Result, Stage
-from filters.chain import Decision, FilterChain
+from filters.chain import ChainLink, Decision, FilterChain
 from filters.config import DnsblConfig
 from filters.deps import FilterDeps
 from filters.dnsbl import DnsblFilter, Status, build, classify_codes, query_name
@@ -198,7 +198,7 @@ def test_cache_is_bounded(dns_server: DnsServer) -> None:
 
 def run_chain(flt: DnsblFilter, ip: str) -> tuple[Decision | None, Connection]:
     conn = Connection("s1", ip)
-    return run(FilterChain([flt]).run(Stage.CONNECT, conn, None)), conn
+    return run(FilterChain([ChainLink(flt, flt.cfg)]).run(Stage.CONNECT, conn, None)), conn
 
 
 def test_chain_refuses_a_listed_client_with_554_naming_the_zone(dns_server: DnsServer) -> None:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import pytest
 
 from filters.base import Connection, Outcome, Result, Stage, Transaction
-from filters.chain import FilterChain
+from filters.chain import ChainLink, FilterChain
 from filters.config import FqdnConfig
 from filters.deps import FilterDeps
 from filters.fqdn import FqdnFilter, build, helo_problem
@@ -218,7 +218,8 @@ def test_unknown_sender_domain_is_recorded_when_its_switch_is_off(dns_server: Dn
     ],
 )
 def test_chain_replies(dns_server: DnsServer, stage: Stage, value: str, reply: str) -> None:
-    chain = FilterChain([make_filter(dns_server.nameserver)])
+    flt = make_filter(dns_server.nameserver)
+    chain = FilterChain([ChainLink(flt, flt.cfg)])
     if stage is Stage.HELO:
         decision = run(chain.run(stage, Connection("s1", "127.0.0.1", helo=value), None))
     else:

@@ -10,7 +10,7 @@ import dns.asyncresolver
 import pytest
 
 from filters.base import Connection, Mode, Stage, Transaction
-from filters.chain import Decision, FilterChain
+from filters.chain import ChainLink, Decision, FilterChain
 from filters.config import RspamdConfig
 from filters.deps import FilterDeps
 from filters.rspamd import RspamdFilter, RspamdReplyError, build, parse_scan
@@ -47,7 +47,7 @@ def make_filter(url: str, **overrides: Any) -> RspamdFilter:
 async def _check(flt: RspamdFilter, txn: Transaction) -> Decision | None:
     conn = Connection(session_id="s1", peer_ip="127.0.0.10", helo="mail.example.org", esmtp=True)
     try:
-        return await FilterChain([flt]).run(Stage.DATA, conn, txn)
+        return await FilterChain([ChainLink(flt, flt.cfg)]).run(Stage.DATA, conn, txn)
     finally:
         await flt.aclose()
 
@@ -151,7 +151,7 @@ def test_hung_rspamd_gives_451(rspamd_killable: RspamdServer) -> None:
 
 def test_rspamd_killed_during_traffic_never_passes_spam(rspamd_killable: RspamdServer) -> None:
     flt = make_filter(rspamd_killable.url)
-    chain = FilterChain([flt])
+    chain = FilterChain([ChainLink(flt, flt.cfg)])
 
     async def traffic() -> list[Decision | None]:
         first_scanned = asyncio.Event()
@@ -194,9 +194,10 @@ def test_nothing_listening_is_unavailable() -> None:
     assert txn.verdicts[0].reason == "rspamd.unavailable"
 
 
-def test_bad_url_is_a_config_error() -> None:
+@pytest.mark.parametrize("url", ["127.0.0.1:11333", "http://", "https://h:99999/x"])
+def test_bad_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match=r"^filters\.rspamd\.url: "):
-        make_filter("127.0.0.1:11333")
+        make_filter(url)
 
 
 @pytest.mark.parametrize(

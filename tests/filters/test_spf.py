@@ -10,7 +10,7 @@ import pytest
 import spf
 
 from filters.base import Connection, Outcome, Result, Stage, Transaction
-from filters.chain import Decision, FilterChain
+from filters.chain import ChainLink, Decision, FilterChain
 from filters.config import SpfConfig
 from filters.deps import FilterDeps
 from filters.resolver import make_resolver
@@ -150,7 +150,9 @@ def run_chain(
     flt: SpfFilter, sender: str, helo: str = "mail.hosts.test"
 ) -> tuple[Decision | None, Transaction]:
     txn = Transaction("Q1", mail_from=sender)
-    decision = run(FilterChain([flt]).run(Stage.MAIL, Connection("s1", "127.0.0.1", helo=helo), txn))
+    decision = run(
+        FilterChain([ChainLink(flt, flt.cfg)]).run(Stage.MAIL, Connection("s1", "127.0.0.1", helo=helo), txn)
+    )
     return decision, txn
 
 

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from filters.base import Connection, Stage, Transaction
-from filters.chain import Decision, FilterChain
+from filters.chain import ChainLink, Decision, FilterChain
 from filters.config import ThrottleConfig
 from filters.deps import FilterDeps
 from filters.throttle import ThrottleFilter, build
@@ -82,18 +82,22 @@ def backend_for(request: pytest.FixtureRequest) -> Backend:
 
 async def connect(flt: ThrottleFilter, ip: str, session: str) -> tuple[Decision | None, Connection]:
     conn = Connection(session_id=session, peer_ip=ip)
-    return await FilterChain([flt]).run(Stage.CONNECT, conn, None), conn
+    return await FilterChain([ChainLink(flt, flt.cfg)]).run(Stage.CONNECT, conn, None), conn
 
 
 async def mail(flt: ThrottleFilter, ip: str, sender: str) -> Decision | None:
     txn = Transaction(queue_id=uuid.uuid4().hex[:10], mail_from=sender)
-    return await FilterChain([flt]).run(Stage.MAIL, Connection(session_id="s", peer_ip=ip), txn)
+    return await FilterChain([ChainLink(flt, flt.cfg)]).run(
+        Stage.MAIL, Connection(session_id="s", peer_ip=ip), txn
+    )
 
 
 async def rcpt(flt: ThrottleFilter, ip: str, txn: Transaction, address: str) -> Decision | None:
     """One RCPT TO, recorded in the transaction when accepted (as the listener does)."""
     txn.rcpt = address
-    decision = await FilterChain([flt]).run(Stage.RCPT, Connection(session_id="s", peer_ip=ip), txn)
+    decision = await FilterChain([ChainLink(flt, flt.cfg)]).run(
+        Stage.RCPT, Connection(session_id="s", peer_ip=ip), txn
+    )
     txn.rcpt = ""
     if decision is None:
         txn.rcpt_to.append(address)
