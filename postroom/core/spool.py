@@ -304,7 +304,8 @@ class Spool:
     def claim(self, queue_id: str, *, now: float) -> Claim | NotDue | None:
         """Take a message from incoming/ or (when due) deferred/ into active/ for one attempt.
 
-        None when it is gone or another process is claiming it right now. The lock is taken on the file
+        None when it is gone, another process is claiming it right now, or the file is unreadable (then it
+        is moved to corrupt/). The lock is taken on the file
         before the rename (a lock follows the inode) so there is no instant at which the message is in
         active/ unlocked while its attempt is alive.
         """
@@ -323,7 +324,17 @@ class Spool:
                 if not self.move(queue_id, source, ACTIVE, sync=False):
                     os.close(fd)  # the CLI moved it meanwhile
                     continue
-                meta, raw = decode_message(_read_fd(fd))
+                try:
+                    meta, raw = decode_message(_read_fd(fd))
+                except (SpoolError, ValueError) as exc:
+                    # No attempt can read it: keep it for a human, never a crash loop.
+                    self.move(queue_id, ACTIVE, CORRUPT)
+                    log.error(
+                        "unreadable spool file moved to corrupt/",
+                        extra={"queue_id": queue_id, "error": str(exc)},
+                    )
+                    os.close(fd)
+                    return None
             except BaseException:
                 os.close(fd)
                 raise

@@ -14,30 +14,28 @@ import pytest
 from inbound.delivery.runner import DeliveryRunner, RunnerLimits
 from inbound.delivery.webhook import WebhookClient
 from postroom.app import deadletter
+from postroom.core.envelope import SpoolEnvelope
 from postroom.core.retry import RetrySchedule
-from postroom.core.spool import CORRUPT, DEAD, INCOMING, Spool
+from postroom.core.spool import CORRUPT, DEAD, INCOMING, Spool, new_queue_id
 from postroom.helpdesk.receiver import ReceivedTicket, Response, TicketReceiver
 from tests.support.harness import DOMAIN, SECRET, free_port, make_config, message, running, send, smtp_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def _meta(tenant: str, n: int) -> dict[str, Any]:
-    return {
-        "kind": "ticket",
-        "tenant": tenant,
-        "mailbox": "support",
-        "mailbox_hash": None,
-        "received_at": "2026-11-22T06:00:00.000000Z",
-        "mail_from": "ada@example.org",
-        "rcpt_to": [f"support@{tenant}.{DOMAIN}"],
-        "client_ip": "127.0.0.1",
-        "helo": "client.example.org",
-        "tls": False,
-        "verdicts": [],
-        "facts": {},
-        "n": n,
-    }
+    return SpoolEnvelope(
+        id=new_queue_id(),
+        tenant=tenant,
+        mailbox="support",
+        received_at="2026-11-22T06:00:00.000000Z",
+        mail_from="ada@example.org",
+        rcpt_to=(f"support@{tenant}.{DOMAIN}",),
+        client_ip="127.0.0.1",
+        helo="client.example.org",
+        session=f"s{n}",
+    ).to_meta()
 
 
 async def test_helpdesk_down_then_up_delivers_everything(tmp_path: Path) -> None:
@@ -260,3 +258,43 @@ async def test_the_runner_sweeps_what_a_killed_store_left_in_tmp(tmp_path: Path)
         await webhook.aclose()
     assert not orphan.exists()
     assert live.exists()
+
+
+@pytest.mark.parametrize(
+    ("meta", "error"),
+    [
+        ({**_meta("acme", 1), "v": 99}, "unknown envelope version 99"),
+        ({"v": 2, "tenant": "acme", "mailbox": "support"}, "no 'received_at'"),
+    ],
+)
+async def test_an_unreadable_envelope_goes_to_corrupt_at_once_never_a_crash_loop(
+    tmp_path: Path, meta: dict[str, Any], error: str
+) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    webhook = WebhookClient(f"http://127.0.0.1:{free_port()}/t", SECRET, timeout=1, max_response_bytes=1024)
+    outcomes: list[str] = []
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=0.05, max_interval=0.05, max_age=60, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05),
+        on_outcome=lambda queue_id, _tenant, _outcome: outcomes.append(queue_id),
+    )
+    (queue_id,) = spool.store([(meta, message())])
+    await runner.start()
+    try:
+        assert await eventually(lambda: spool.locate(queue_id) == CORRUPT)
+    finally:
+        await runner.stop(timeout=0.5)
+        await webhook.aclose()
+    state = spool.load_state(queue_id)
+    assert state.crashes == 0 and state.attempts == 0 and error in state.last_error
+    assert outcomes == []  # never POSTed
+
+
+async def test_a_file_that_is_not_a_spool_file_goes_to_corrupt_at_its_claim(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    (queue_id,) = spool.store([(_meta("acme", 1), message())])
+    Path(spool.path(INCOMING, queue_id)).write_bytes(b"POSTROOM1 99999\n{garbage")
+    assert spool.claim(queue_id, now=0) is None
+    assert spool.locate(queue_id) == CORRUPT
