@@ -55,8 +55,8 @@ class OutboundService:
         if config.outbound.bounce_domain:
             self.bounces = BounceProcessor(
                 bounce_domain=config.outbound.bounce_domain,
-                # The same secret the runner's VERP return paths are made with.
-                secret=config.webhook.secret,
+                # The same key the runner's VERP return paths are made with.
+                secret=config.outbound.verp_secret,
                 suppression=self.suppression,
                 suppression_ttl=config.outbound.suppression_ttl,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +121,10 @@ class DeliveryRunner(QueueRunner):
         self.executor_factory = executor_factory
         self.metrics = metrics
         self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
+
+    def wake(self, queued: Sequence[tuple[str, str]]) -> None:
+        """New messages in incoming/: (queue id, tenant) pairs, from the listener right after its 250."""
+        self.enqueue(queued)
 
     # ---- queue hooks --------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ group's ready queue, claim them with `claim`, deliver, then `forget` or `defer` 
 - the in-memory index: a ready queue per group, the deferred entries by due time (a heap), and the set of
   ids queued, in flight or watched, so no entry is attempted twice at once by this process;
 - the loop: release what is due, dispatch round-robin over groups within the global and per-group limits,
-  rescan the disk every `rescan_interval` (replays from the CLI, other writers, `wake()` without ids),
+  rescan the disk every `rescan_interval` or on `request_scan` (replays from the CLI, other writers),
   sweep tmp/ of what an interrupted store left, and sleep until woken or until the next entry is due;
 - a graceful stop: no new work, attempts in flight finish (bounded), everything else stays spooled.
 
@@ -110,13 +110,15 @@ class QueueRunner(ABC):
             await self._main
         await drain_tasks(self._tasks, timeout)
 
-    def wake(self, queued: Sequence[tuple[str, str]] | None = None) -> None:
-        """New entries in incoming/: (queue id, group) pairs; without them, look at the disk now."""
-        if queued is None:
-            self._scan_wanted = True
-        else:
-            for queue_id, key in queued:
-                self._enqueue(queue_id, key)
+    def enqueue(self, queued: Sequence[tuple[str, str]]) -> None:
+        """New entries in incoming/, as (queue id, group) pairs: attempt them now."""
+        for queue_id, key in queued:
+            self._enqueue(queue_id, key)
+        self._wakeup.set()
+
+    def request_scan(self) -> None:
+        """Something was written to the spool: look at the disk now rather than at the next rescan."""
+        self._scan_wanted = True
         self._wakeup.set()
 
     @property
@@ -154,7 +156,7 @@ class QueueRunner(ABC):
     def is_mine(self, queue_id: str) -> bool:
         """Workers split what a rescan finds by id, so each indexes and retries only its share (claims make
         a double attempt impossible anyway; this keeps N workers from each holding the whole deferred
-        queue in memory). What a worker's own listener queued reaches it through `wake`, whoever's it is."""
+        queue in memory). What a worker's own listener queued reaches it through `enqueue`, whoever's."""
         if self.share is None:
             return True
         index, count = self.share

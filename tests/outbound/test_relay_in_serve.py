@@ -18,7 +18,7 @@ import pytest
 from outbound.dsn import FailedRecipient, build_dsn
 from postroom.app.config import Config, config_from_mapping
 from postroom.helpdesk.receiver import TicketReceiver
-from tests.outbound.delivery_fixtures import MX_MULTI_1, MxFarm, wait_for
+from tests.outbound.delivery_fixtures import MX_MULTI_1, VERP_SECRET, MxFarm, wait_for
 from tests.outbound.submission_fixtures import DKIM_KEY, HELPDESK_PASSWORD, SIGNING_DOMAIN, TlsFiles
 from tests.servers.dns import DnsServer
 from tests.support.harness import SECRET, free_port, running, smtp_port
@@ -59,6 +59,7 @@ def _config(
                 "enabled": True,
                 "smtp_port": farm.port,
                 "bounce_domain": BOUNCE_DOMAIN,
+                "verp_secret": VERP_SECRET,
                 "helo_name": "relay.helpdesk.test",
                 "retry_initial": 0.2,
                 "retry_max_interval": 0.5,
