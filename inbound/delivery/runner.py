@@ -19,7 +19,7 @@ from inbound.delivery.webhook import Delivered, Outcome, Permanent, Retry, Webho
 from inbound.ticket.payload import TicketContext, build_ticket, ticket_json
 from postroom.core.envelope import EnvelopeError, SpoolEnvelope, tenant_of
 from postroom.core.queuerunner import QueueLimits, QueueRunner
-from postroom.core.retry import RetrySchedule
+from postroom.core.retry import RetrySchedule, retry_transient
 from postroom.core.spool import (
     ACTIVE,
     CORRUPT,
@@ -199,7 +199,10 @@ class DeliveryRunner(QueueRunner):
             self.metrics.webhook_attempt(_outcome_name(outcome), time.perf_counter() - started)
         if self.on_outcome is not None:
             self.on_outcome(queue_id, tenant, outcome)
-        return await self.io(self._record, queue_id, tenant, claim.state, attempt, outcome)
+        return await retry_transient(
+            lambda: self.io(self._record, queue_id, tenant, claim.state, attempt, outcome),
+            what="recording a delivery attempt",
+        )
 
     async def _build_in_pool(self, raw: bytes, envelope: SpoolEnvelope) -> bytes:
         """Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL."""

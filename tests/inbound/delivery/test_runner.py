@@ -16,7 +16,7 @@ from inbound.delivery.webhook import WebhookClient
 from postroom.app import deadletter
 from postroom.core.envelope import SpoolEnvelope
 from postroom.core.retry import RetrySchedule
-from postroom.core.spool import CORRUPT, DEAD, INCOMING, Spool, new_queue_id
+from postroom.core.spool import CORRUPT, DEAD, DEFERRED, INCOMING, DeliveryState, Spool, new_queue_id
 from postroom.helpdesk.receiver import ReceivedTicket, Response, TicketReceiver
 from tests.support.harness import DOMAIN, SECRET, free_port, make_config, message, running, send, smtp_port
 from tests.support.waiting import eventually
@@ -298,3 +298,36 @@ async def test_a_file_that_is_not_a_spool_file_goes_to_corrupt_at_its_claim(tmp_
     Path(spool.path(INCOMING, queue_id)).write_bytes(b"POSTROOM1 99999\n{garbage")
     assert spool.claim(queue_id, now=0) is None
     assert spool.locate(queue_id) == CORRUPT
+
+
+class _FlakySpool(Spool):
+    """Fault injection: the first state write of each message fails as a passing disk error would."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.failed: set[str] = set()
+
+    def save_state(self, queue_id: str, state: DeliveryState) -> None:
+        if queue_id not in self.failed:
+            self.failed.add(queue_id)
+            raise OSError(5, "Input/output error")
+        super().save_state(queue_id, state)
+
+
+async def test_an_attempt_whose_record_hits_a_transient_disk_error_is_still_recorded(tmp_path: Path) -> None:
+    spool = _FlakySpool(tmp_path / "spool").create()
+    webhook = WebhookClient(f"http://127.0.0.1:{free_port()}/t", SECRET, timeout=1, max_response_bytes=1024)
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=60, max_interval=60, max_age=600, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05),
+    )
+    (queue_id,) = spool.store([(_meta("acme", 1), message())])
+    await runner.start()
+    try:
+        assert await eventually(lambda: spool.locate(queue_id) == DEFERRED)
+    finally:
+        await runner.stop(timeout=0.5)
+        await webhook.aclose()
+    assert queue_id in spool.failed and spool.load_state(queue_id).attempts == 1
