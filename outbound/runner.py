@@ -57,12 +57,12 @@ class OutboundRunner(QueueRunner):
         rng: random.Random | None = None,
         on_result: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_result(domain, outcome)`: each recipient's settled outcome, "delivered", "deferred" or
+        "bounced" (e.g. the outbound deliveries metric)."""
         super().__init__(
             spool, limits=QueueLimits(rescan_interval=rescan_interval), name="postroom-outbound", clock=clock
         )
         out = cfg.outbound
-        # (destination domain, "delivered" | "deferred" | "bounced") per recipient attempt, e.g. for metrics.
-        self.on_result = on_result
         self.scheduler = scheduler or DeliveryScheduler(out)
         self._cfg = out
         self._suppression = suppression
@@ -88,6 +88,7 @@ class OutboundRunner(QueueRunner):
             suppression_ttl=out.suppression_ttl or None,
             new_queue_id=self._reserve_queue_id,
             clock=clock,
+            on_settled=on_result,
         )
 
     def wake(self, queue_ids: Sequence[str] = ()) -> None:
@@ -238,10 +239,6 @@ class OutboundRunner(QueueRunner):
         for key, recipient_results in session.results.items():
             results[owners[key]] += recipient_results
         relay = f"{session.relay.hostname}[{session.relay.address}]" if session.relay else ""
-        if self.on_result is not None:
-            for recipient_results in results.values():
-                for result in recipient_results:
-                    self.on_result(destination.domain, _result_name(result.code))
         return results, relay
 
     def _envelopes(
@@ -286,9 +283,3 @@ class OutboundRunner(QueueRunner):
                 reason = f"5.1.1 recipient is suppressed ({found.source}): {found.reason}"
                 refused.append(RecipientResult(rcpt, 550, reason, remote=False))
         return allowed, refused
-
-
-def _result_name(code: int) -> str:
-    if 200 <= code < 300:
-        return "delivered"
-    return "deferred" if 400 <= code < 500 else "bounced"
