@@ -48,8 +48,8 @@ async def test_helpdesk_down_then_up_delivers_everything(tmp_path: Path) -> None
                 send, smtp_port(config), [f"support@acme.{DOMAIN}"], message(f"down {i}")
             )
             assert result.code == 250
-        await asyncio.sleep(1.0)  # every message has failed at least once against the closed port
-        assert app.spool.ids("deferred"), "deliveries to a down helpdesk must be deferred"
+        # Every message fails against the closed port and is deferred.
+        assert await eventually(lambda: len(app.spool.ids(DEFERRED)) == 5, timeout=20)
         await receiver.start()
         try:
             assert await receiver.wait_for_async(5, timeout=30)
@@ -75,10 +75,7 @@ async def test_rejected_ticket_is_dead_lettered_then_replayed_once_with_same_key
         async with running(config) as app:
             result = await asyncio.to_thread(send, smtp_port(config), [f"support@acme.{DOMAIN}"])
             assert result.code == 250
-            for _ in range(200):
-                if app.spool.ids(DEAD):
-                    break
-                await asyncio.sleep(0.05)
+            assert await eventually(lambda: bool(app.spool.ids(DEAD)))
             (dead_id,) = app.spool.ids(DEAD)
             letter = deadletter.describe(app.spool, dead_id)
             assert letter.status == 400 and "400" in letter.reason and letter.tenant == "acme"
@@ -87,7 +84,8 @@ async def test_rejected_ticket_is_dead_lettered_then_replayed_once_with_same_key
             fixed = True
             assert deadletter.replay(app.spool, [dead_id]) == [dead_id]
             assert await receiver.wait_for_async(1, timeout=20)
-            await asyncio.sleep(0.5)
+            # Delivered and gone from the spool: nothing is left that could be POSTed again.
+            assert await eventually(lambda: app.spool.locate(dead_id) is None)
     finally:
         await receiver.stop()
     keys = [t.idempotency_key for t in receiver.tickets]
@@ -146,10 +144,7 @@ async def test_message_that_crashes_the_normaliser_ends_in_corrupt_not_a_loop(tm
     await runner.start()
     try:
         runner.wake([(queue_id, "acme")])
-        for _ in range(100):
-            if spool.locate(queue_id) == CORRUPT:
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: spool.locate(queue_id) == CORRUPT)
     finally:
         await runner.stop(timeout=0.5)
         await webhook.aclose()
@@ -249,10 +244,7 @@ async def test_the_runner_sweeps_what_a_killed_store_left_in_tmp(tmp_path: Path)
     )
     await runner.start()
     try:
-        for _ in range(100):  # up to 5 s
-            if not orphan.exists():
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: not orphan.exists())
     finally:
         await runner.stop()
         await webhook.aclose()
