@@ -122,10 +122,6 @@ class QueueRunner(ABC):
         self._wakeup.set()
 
     @property
-    def in_flight(self) -> int:
-        return self._workers_total
-
-    @property
     def idle(self) -> bool:
         """Nothing in memory waiting or in flight (deferred entries may still be due later)."""
         return not self._tasks and not any(self._ready.values())

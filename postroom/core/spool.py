@@ -31,7 +31,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,7 +189,7 @@ class Spool:
         return self
 
     # Paths are plain strings joined onto the root's: several per message, and pathlib's parsing of each
-    # showed as ~3% of the listener's samples under benchmark load.
+    # showed in the listener's profile (docs/benchmark.md).
     def path(self, state: str, queue_id: str) -> str:
         return f"{self._root}/{state}/{queue_id}{_SUFFIX}"
 
@@ -283,11 +283,6 @@ class Spool:
             if os.path.exists(self.path(state, queue_id)):
                 return state
         return None
-
-    def iter_files(self, state: str) -> Iterator[tuple[str, os.stat_result]]:
-        for queue_id in self.ids(state):
-            with contextlib.suppress(FileNotFoundError):
-                yield queue_id, os.stat(self.path(state, queue_id))
 
     # ---- state changes ------------------------------------------------------------------------------------
 
