@@ -19,6 +19,7 @@ from postroom.core.configload import ConfigError, parse_hostport
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 DAY = 86400.0
+MIN_VERP_SECRET = 16  # characters; a short key makes VERP addresses forgeable
 
 # Header fields signed by default: the RFC 6376 §5.4.1 recommendations plus the threading and loop-breaking
 # headers a helpdesk notification relies on. Listing an absent field is fine: it stops it being added later.
@@ -199,6 +200,9 @@ class OutboundConfig:
     bounce_domain: str = ""
     # Use VERP envelope senders, so a returning bounce names its message and recipient.
     verp: bool = True
+    # Key of the MAC in VERP addresses (at least 16 characters); required when `bounce_domain` is set.
+    # Its own key: rotating the webhook secret must not invalidate bounce addresses still out there.
+    verp_secret: str = ""
     # Name given in EHLO to remote MXs; "" uses `[smtp] hostname`.
     helo_name: str = ""
 
@@ -235,6 +239,9 @@ class OutboundConfig:
             _check_domain(self.bounce_domain, "bounce_domain")
         elif self.enabled and self.verp:
             raise ConfigError("bounce_domain", "required when verp is true (or set verp = false)")
+        if self.bounce_domain and len(self.verp_secret) < MIN_VERP_SECRET:
+            problem = "required when bounce_domain is set" if not self.verp_secret else "too short"
+            raise ConfigError("verp_secret", f"{problem}: at least {MIN_VERP_SECRET} random characters")
         if self.helo_name and ("." not in self.helo_name.strip(".") or " " in self.helo_name):
             raise ConfigError("helo_name", f"must be a fully-qualified domain name, got {self.helo_name!r}")
 
@@ -291,14 +298,9 @@ class _NamedHost(Protocol):
     def hostname(self) -> str: ...
 
 
-class _Signed(Protocol):
-    @property
-    def secret(self) -> str: ...
-
-
 class RelaySettings(Protocol):
     """What the relay reads of the whole config (postroom/app/config.py): its own sections, the spool, the
-    MX's host name (the default HELO name) and the webhook secret (the default VERP key)."""
+    MX's host name (the default HELO name)."""
 
     @property
     def outbound(self) -> OutboundConfig: ...
@@ -314,6 +316,3 @@ class RelaySettings(Protocol):
 
     @property
     def smtp(self) -> _NamedHost: ...
-
-    @property
-    def webhook(self) -> _Signed: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dns.asyncresolver
@@ -32,9 +33,13 @@ class OutboundService:
         resolver: dns.asyncresolver.Resolver,
         redis: Any | None = None,
         metrics: Any | None = None,
+        on_delivery: Callable[[str, str], None] | None = None,
         relay: bool = True,
     ) -> None:
-        """`relay=False`: bounce intake only (a worker other than the one that runs the relay)."""
+        """`relay=False`: bounce intake only (a worker other than the one that runs the relay).
+
+        `on_delivery(domain, outcome)` hears every recipient's settled outcome (the serve wiring counts them).
+        """
         self.config = config
         self.runner: OutboundRunner | None = None
         self.submission: SubmissionServer | None = None
@@ -45,7 +50,11 @@ class OutboundService:
         self.suppression: SuppressionList = open_suppression(config, redis)
         if config.outbound.enabled and relay:
             self.runner = OutboundRunner(
-                config, spool=self.spool, suppression=self.suppression, resolver=resolver
+                config,
+                spool=self.spool,
+                suppression=self.suppression,
+                resolver=resolver,
+                on_result=on_delivery,
             )
         if config.submission.enabled and relay:
             self.submission = SubmissionServer(config, spool=self.spool, suppression=self.suppression)
@@ -55,8 +64,8 @@ class OutboundService:
         if config.outbound.bounce_domain:
             self.bounces = BounceProcessor(
                 bounce_domain=config.outbound.bounce_domain,
-                # The same secret the runner's VERP return paths are made with.
-                secret=config.webhook.secret,
+                # The same key the runner's VERP return paths are made with.
+                secret=config.outbound.verp_secret,
                 suppression=self.suppression,
                 suppression_ttl=config.outbound.suppression_ttl,
             )

@@ -80,7 +80,10 @@ class AttemptSettler:
         suppression_ttl: float | None,
         new_queue_id: Callable[[], str],
         clock: Callable[[], float] = time.time,
+        on_settled: Callable[[str, str], None] | None = None,
     ) -> None:
+        # (destination domain, "delivered" | "deferred" | "bounced") per recipient, e.g. for metrics.
+        self._on_settled = on_settled
         self._spool = spool
         self._suppression = suppression
         self._schedule = schedule
@@ -103,7 +106,10 @@ class AttemptSettler:
             ]
             deferred = []
         for result in results:
-            _log_result(entry, result, relay, "deferred" if result in deferred else None)
+            outcome = "deferred" if result in deferred else None
+            _log_result(entry, result, relay, outcome)
+            if self._on_settled is not None:
+                self._on_settled(entry.domain, outcome or ("delivered" if result.delivered else "bounced"))
         await self._suppress(entry, [r for r in results if r.permanent and r.remote])
         if failures:
             await queue_dsn(

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 from inbound.delivery.runner import DeliveryRunner, RunnerLimits
 from inbound.delivery.webhook import WebhookClient
 from postroom.app.serve import make_executor
+from postroom.core.envelope import SpoolEnvelope
 from postroom.core.retry import RetrySchedule
-from postroom.core.spool import Spool
+from postroom.core.spool import Spool, new_queue_id
 from tests.support.harness import free_port, message
 
 SECRET = "bench-secret"
@@ -36,20 +37,16 @@ T = TypeVar("T")
 
 
 def _meta(n: int) -> dict[str, Any]:
-    return {
-        "kind": "ticket",
-        "tenant": f"t{n % 10}",
-        "mailbox": "support",
-        "mailbox_hash": None,
-        "received_at": "2026-11-22T06:00:00.000000Z",
-        "mail_from": "a@example.org",
-        "rcpt_to": [f"support@t{n % 10}.helpdesk.test"],
-        "client_ip": "127.0.0.1",
-        "helo": "client.example.org",
-        "tls": False,
-        "verdicts": [],
-        "facts": {},
-    }
+    return SpoolEnvelope(
+        id=new_queue_id(),
+        tenant=f"t{n % 10}",
+        mailbox="support",
+        received_at="2026-11-22T06:00:00.000000Z",
+        mail_from="a@example.org",
+        rcpt_to=(f"support@t{n % 10}.helpdesk.test",),
+        client_ip="127.0.0.1",
+        helo="client.example.org",
+    ).to_meta()
 
 
 class _OnTheLoop(concurrent.futures.Executor):

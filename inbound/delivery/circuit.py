@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from inbound.config import BackpressureConfig
 from inbound.delivery.webhook import Delivered, Outcome, Retry
+from postroom.core.envelope import tenant_of
 from postroom.core.spool import ACTIVE, DEFERRED, INCOMING, Spool, SpoolError, queued_at_from_id
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def list_spool(
             if queue_id in known or queue_id in found or state not in discover:
                 continue
             with contextlib.suppress(OSError, SpoolError, ValueError):  # moved meanwhile: next listing
-                found[queue_id] = str(spool.read_meta(state, queue_id).get("tenant", ""))
+                found[queue_id] = tenant_of(spool.read_meta(state, queue_id))
     return present, found
 
 

@@ -11,11 +11,8 @@ read.
 
 It delivers with httpx: each attempt is an `httpx.Request`, answered by an `httpx.Response`, through httpx's
 transport interface and exception hierarchy. Only the connection layer is ours (`postroom.core.httpclient`),
-called
-directly rather than through `httpx.AsyncClient`, for measured speed: WebhookClient.post was ~44% of the
-process's GIL-held samples under benchmark load, ~30 points of it in AsyncClient.send and httpcore/h11;
-with our transport `python -m bench.micro.drain` takes 1.25 instead of 2.20 ms of runner CPU per message
-(-43%, medians of five interleaved runs each).
+called directly rather than through `httpx.AsyncClient`, for measured speed: AsyncClient and httpcore were
+most of the runner's CPU per message (figures in docs/benchmark.md).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from inbound.config import ListenerSettings
 from inbound.smtp.routing import Refusal, Route, Router
 from postroom.core import replies as policy
 from postroom.core.configload import parse_hostport
+from postroom.core.envelope import SpoolEnvelope, VerdictRecord, facts_from_filters
 from postroom.core.smtpserver import PostroomSMTP
 from postroom.core.spool import Spool, SpoolError, SpoolFull, new_queue_id
 
@@ -332,28 +333,27 @@ class InboundHandler:
         now = time.time()
         received_at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         conn = state.conn
+        facts = facts_from_filters(txn.facts)
         items = []
         for index, (tenant, routes) in enumerate(by_tenant.items()):
             queue_id = txn.queue_id if index == 0 else new_queue_id()
-            meta = {
-                "id": queue_id,
-                "kind": "ticket",
-                "tenant": tenant,
-                "mailbox": routes[0].mailbox,
-                "mailbox_hash": routes[0].mailbox_hash,
-                "received_at": received_at,
-                "mail_from": txn.mail_from,
-                "rcpt_to": [r.address for r in routes],
-                "client_ip": conn.peer_ip,
-                "helo": conn.helo,
-                "tls": conn.tls,
-                "session": conn.session_id,
-                "transaction": txn.queue_id,
-                "verdicts": [v.as_dict() for v in txn.verdicts],
-                "facts": txn.facts,
-            }
+            envelope = SpoolEnvelope(
+                id=queue_id,
+                tenant=tenant,
+                mailbox=routes[0].mailbox,
+                mailbox_hash=routes[0].mailbox_hash,
+                received_at=received_at,
+                mail_from=txn.mail_from,
+                rcpt_to=tuple(r.address for r in routes),
+                client_ip=conn.peer_ip,
+                helo=conn.helo,
+                tls=conn.tls,
+                session=conn.session_id,
+                transaction=txn.queue_id,
+                verdicts=tuple(VerdictRecord(**v.as_dict()) for v in txn.verdicts),
+            ).with_facts(facts)
             raw = self._trace_headers(conn, txn, queue_id, routes, now) + txn.message
-            items.append((meta, raw))
+            items.append((envelope.to_meta(), raw))
         return items
 
     def _trace_headers(

@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parseaddr
-from typing import Any
 
 from filters.base import Connection, Stage, Transaction
 from filters.chain import Decision, FilterChain
@@ -22,6 +21,7 @@ from filters.registry import build_links
 from filters.resolver import make_resolver
 from inbound.delivery.runner import make_ticket_body
 from postroom.app.config import Config
+from postroom.core.envelope import SpoolEnvelope, VerdictRecord, facts_from_filters
 
 SESSION_FILTERS = frozenset({"throttle"})
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
@@ -68,21 +68,18 @@ async def check_message(
     finally:
         await chain.aclose()
     trace = "".join(f"{name}: {value}\r\n" for name, value in txn.add_headers).encode()
-    meta: dict[str, Any] = {
-        "id": f"check-{index}",
-        "received_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "tenant": envelope.tenant,
-        "mailbox": envelope.mailbox,
-        "mailbox_hash": None,
-        "mail_from": mail_from,
-        "rcpt_to": [rcpt],
-        "client_ip": envelope.client_ip,
-        "helo": envelope.helo,
-        "tls": False,
-        "verdicts": [v.as_dict() for v in txn.verdicts],
-        "facts": txn.facts,
-    }
-    return make_ticket_body(trace + raw, meta, config.webhook.max_inline_attachment_bytes), decision
+    spooled = SpoolEnvelope(
+        id=f"check-{index}",
+        received_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        tenant=envelope.tenant,
+        mailbox=envelope.mailbox,
+        mail_from=mail_from,
+        rcpt_to=(rcpt,),
+        client_ip=envelope.client_ip,
+        helo=envelope.helo,
+        verdicts=tuple(VerdictRecord(**v.as_dict()) for v in txn.verdicts),
+    ).with_facts(facts_from_filters(txn.facts))
+    return make_ticket_body(trace + raw, spooled, config.webhook.max_inline_attachment_bytes), decision
 
 
 def report_decision(name: str, decision: Decision | None) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from postroom.core.envelope import SpoolEnvelope
 from postroom.core.spool import DEAD, INCOMING, Spool, SpoolError, queued_at_from_id
 
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
@@ -51,20 +52,21 @@ class DeadLetterFilter:
 
 def describe(spool: Spool, queue_id: str) -> DeadLetter:
     message = spool.read(DEAD, queue_id)
+    envelope = SpoolEnvelope.from_meta(message.meta)
     state = spool.load_state(queue_id)
     headers = _HEADER_PARSER.parsebytes(message.raw[:65536])
     subject = str(headers.get("Subject", "") or "")
     return DeadLetter(
         id=queue_id,
-        tenant=str(message.meta.get("tenant", "")),
-        mailbox=str(message.meta.get("mailbox", "")),
+        tenant=envelope.tenant,
+        mailbox=envelope.mailbox,
         queued_at=queued_at_from_id(queue_id),
         dead_at=state.dead_at,
         reason=state.dead_reason,
         status=state.last_status,
         attempts=state.attempts,
         replays=state.replays,
-        mail_from=str(message.meta.get("mail_from", "")),
+        mail_from=envelope.mail_from,
         subject=" ".join(subject.split())[:200],
     )
 

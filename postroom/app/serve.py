@@ -118,7 +118,12 @@ class Postroom:
         closers.append(chain.aclose)
         # One relay per node: its per-destination limits and its queue are not shared between workers.
         outbound = OutboundService(
-            config, resolver=deps.resolver, redis=redis_client, metrics=metrics, relay=worker in (None, 0)
+            config,
+            resolver=deps.resolver,
+            redis=redis_client,
+            metrics=metrics,
+            on_delivery=metrics.outbound_delivery,
+            relay=worker in (None, 0),
         )
         router = Router.from_files(config.routing.domains, config.routing.tenant_file)
         pressure = None

@@ -1,9 +1,15 @@
-"""When to try a webhook delivery again, and when to give up.
+"""When to try a delivery again, and when to give up; and a short in-process retry of transient disk errors.
 
-Pure arithmetic: the delivery runner records attempts and the next-attempt time in the spool, so a restart
-never resets the schedule; this module only says how long to wait after attempt N.
+The schedule is plain arithmetic: the runners record attempts and the next-attempt time in the spool, so a
+restart never resets it, and no process waits in a loop for the next attempt. tenacity models a retry loop
+around a call; a schedule that must survive restarts is not one, so the delay is computed here.
 
-The schedule doubles from `initial` up to `max_interval` (tenacity's exponential wait). With the defaults
+tenacity is used where a loop does exist: `retry_transient` retries a blocking spool write that failed with
+an OSError (an I/O hiccup, space freed a moment later) a few times, with its exponential wait, before the
+error is the caller's. Without it, an attempt whose outcome could not be recorded stays in active/ until
+the next start-up.
+
+The schedule doubles from `initial` up to `max_interval`. With the defaults
 (30 s, capped at 2 h, given up after 24 h) that is 30 s, 1 min, 2 min, … 1 h 4 min, then every 2 h: about
 twenty attempts across a day.
 
@@ -17,14 +23,49 @@ never used to retry sooner than the schedule.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import tenacity
 
-# tenacity's wait strategies read only the attempt number from the call state; the Retrying object is unused.
-_RETRYING = tenacity.Retrying()
+log = logging.getLogger("postroom.retry")
+T = TypeVar("T")
+
+TRANSIENT_ATTEMPTS = 4
+TRANSIENT_WAIT_INITIAL = 0.05
+TRANSIENT_WAIT_MAX = 1.0
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    attempts: int = TRANSIENT_ATTEMPTS,
+    initial: float = TRANSIENT_WAIT_INITIAL,
+    max_wait: float = TRANSIENT_WAIT_MAX,
+) -> T:
+    """Await `call()`, again after an OSError, up to `attempts` times; the last error is re-raised.
+
+    Only for idempotent work (a state file rewritten, a rename that finds its file already moved).
+    """
+
+    def note(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(f"{what} failed, retrying", extra={"attempt": state.attempt_number, "error": str(error)})
+
+    async for attempt in tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=initial, max=max_wait),
+        retry=tenacity.retry_if_exception_type(OSError),
+        before_sleep=note,
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
 
 class RetrySettings(Protocol):
@@ -71,10 +112,9 @@ class RetrySchedule:
         """The un-jittered wait after `attempt` attempts (attempt >= 1)."""
         if attempt < 1:
             raise ValueError(f"attempt counts from 1, got {attempt}")
-        wait = tenacity.wait_exponential(multiplier=self.initial, exp_base=2, max=self.max_interval)
-        state = tenacity.RetryCallState(retry_object=_RETRYING, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt
-        return float(wait(state))
+        if attempt > 64:  # 2**63 × initial is beyond any cap; avoid float overflow on absurd counts
+            return self.max_interval
+        return min(self.initial * 2.0 ** (attempt - 1), self.max_interval)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before the next attempt, after `attempt` attempts have been made.

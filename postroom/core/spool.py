@@ -31,7 +31,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,7 +189,7 @@ class Spool:
         return self
 
     # Paths are plain strings joined onto the root's: several per message, and pathlib's parsing of each
-    # showed as ~3% of the listener's samples under benchmark load.
+    # showed in the listener's profile (docs/benchmark.md).
     def path(self, state: str, queue_id: str) -> str:
         return f"{self._root}/{state}/{queue_id}{_SUFFIX}"
 
@@ -284,11 +284,6 @@ class Spool:
                 return state
         return None
 
-    def iter_files(self, state: str) -> Iterator[tuple[str, os.stat_result]]:
-        for queue_id in self.ids(state):
-            with contextlib.suppress(FileNotFoundError):
-                yield queue_id, os.stat(self.path(state, queue_id))
-
     # ---- state changes ------------------------------------------------------------------------------------
 
     def move(self, queue_id: str, src: str, dst: str, *, sync: bool = True) -> bool:
@@ -304,7 +299,8 @@ class Spool:
     def claim(self, queue_id: str, *, now: float) -> Claim | NotDue | None:
         """Take a message from incoming/ or (when due) deferred/ into active/ for one attempt.
 
-        None when it is gone or another process is claiming it right now. The lock is taken on the file
+        None when it is gone, another process is claiming it right now, or the file is unreadable (then it
+        is moved to corrupt/). The lock is taken on the file
         before the rename (a lock follows the inode) so there is no instant at which the message is in
         active/ unlocked while its attempt is alive.
         """
@@ -323,7 +319,17 @@ class Spool:
                 if not self.move(queue_id, source, ACTIVE, sync=False):
                     os.close(fd)  # the CLI moved it meanwhile
                     continue
-                meta, raw = decode_message(_read_fd(fd))
+                try:
+                    meta, raw = decode_message(_read_fd(fd))
+                except (SpoolError, ValueError) as exc:
+                    # No attempt can read it: keep it for a human, never a crash loop.
+                    self.move(queue_id, ACTIVE, CORRUPT)
+                    log.error(
+                        "unreadable spool file moved to corrupt/",
+                        extra={"queue_id": queue_id, "error": str(exc)},
+                    )
+                    os.close(fd)
+                    return None
             except BaseException:
                 os.close(fd)
                 raise

@@ -39,7 +39,8 @@ def eicar_attachment() -> bytes:
 
 
 def make_filter(address: str, **overrides: Any) -> ClamavFilter:
-    cfg = dataclasses.replace(ClamavConfig(enabled=True, address=address, timeout=3.0), **overrides)
+    # A generous timeout: several suites share this machine, and a slow scan is not what these tests test.
+    cfg = dataclasses.replace(ClamavConfig(enabled=True, address=address, timeout=15.0), **overrides)
     deps = FilterDeps(resolver=dns.asyncresolver.Resolver(configure=False), hostname="mx.postroom.test")
     return build(cfg, deps)
 

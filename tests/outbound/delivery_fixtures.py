@@ -51,6 +51,9 @@ LISTENING = (
 )
 SENDER = "helpdesk@senders.dest.test"
 
+# Apart from the webhook secret ("test-secret"): the runner must sign VERP addresses with this one.
+VERP_SECRET = "test-verp-secret-0123456789"
+
 
 @dataclass(frozen=True)
 class Received:
@@ -272,6 +275,7 @@ def delivery_settings(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any
     settings: dict[str, Any] = {
         "smtp_port": port,
         "bounce_domain": "bounces.postroom.test",
+        "verp_secret": VERP_SECRET,
         "helo_name": "relay.postroom.test",
         "retry_initial": 0.2,
         "retry_max_interval": 0.5,

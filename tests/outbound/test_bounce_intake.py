@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 from flufl.bounce import all_failures, scan_message
 
@@ -179,3 +182,35 @@ async def test_non_standard_bounce_found_by_flufl_heuristics_still_suppresses(tm
     result = await bounces.process(rcpt, qmail)
     assert result.action == "suppressed" and result.permanent == ["old@example.com"]
     assert await suppression.lookup("old@example.com") is not None
+
+
+class _ThreadRecorder(ThreadPoolExecutor):
+    """The executor a BounceProcessor is given; notes the thread each job ran on."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="bounce-parse")
+        self.threads: list[int] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def run() -> Any:
+            self.threads.append(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return super().submit(run)
+
+
+async def test_the_bounce_mime_is_parsed_off_the_event_loop(tmp_path: Path) -> None:
+    suppression = MemorySuppressionList(tmp_path / "suppression.json")
+    executor = _ThreadRecorder()
+    bounces = BounceProcessor(
+        bounce_domain=BOUNCE_DOMAIN, secret=SECRET, suppression=suppression, executor=executor
+    )
+    rcpt = make_return_path(
+        "0018F2A6B3C4D5E6A", "gone@reject.dest.test", bounce_domain=BOUNCE_DOMAIN, secret=SECRET
+    )
+    try:
+        result = await bounces.process(rcpt, dsn_for(GONE, to=rcpt))
+    finally:
+        executor.shutdown()
+    assert result.action == "suppressed"
+    assert len(executor.threads) == 1 and executor.threads[0] != threading.get_ident()

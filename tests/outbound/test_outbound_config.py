@@ -59,6 +59,8 @@ def test_an_enabled_submission_section_with_users(tls_files: TlsFiles) -> None:
         ("submission", {"users": [user(), user()]}, "users[1].name", "duplicate"),
         ("submission", {"users": [{"name": "x"}]}, "users[0].password_hash", "required key"),
         ("outbound", {"enabled": True}, "bounce_domain", "required when verp"),
+        ("outbound", {"bounce_domain": "bounces.example.com"}, "verp_secret", "required when bounce_domain"),
+        ("outbound", {"bounce_domain": "b.example.com", "verp_secret": "short"}, "verp_secret", "too short"),
         ("outbound", {"concurrency": 0}, "concurrency", "at least 1"),
         ("outbound", {"smtp_port": 70000}, "smtp_port", "TCP port"),
         ("outbound", {"smarthost": "relay.example:x"}, "smarthost", "invalid port"),

@@ -22,6 +22,7 @@ from postroom.helpdesk.receiver import ReceivedTicket, Response, TicketReceiver
 from tests.filters.throttle_harness import ManualClock
 from tests.servers.redis import RedisServer
 from tests.support.harness import DOMAIN, SECRET, make_config, running, send, send_raw_dialogue, smtp_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -228,11 +229,7 @@ async def test_the_background_refresh_spreads_an_opened_circuit_within_a_second_
         await b.start()
         try:
             _fail(a, "acme", 1)
-            for _ in range(100):
-                if b.circuits.is_open("acme"):
-                    break
-                await asyncio.sleep(0.02)
-            assert b.circuits.is_open("acme")
+            assert await eventually(lambda: b.circuits.is_open("acme"))
         finally:
             await a.stop()
             await b.stop()

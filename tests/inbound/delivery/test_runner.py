@@ -14,30 +14,28 @@ import pytest
 from inbound.delivery.runner import DeliveryRunner, RunnerLimits
 from inbound.delivery.webhook import WebhookClient
 from postroom.app import deadletter
+from postroom.core.envelope import SpoolEnvelope
 from postroom.core.retry import RetrySchedule
-from postroom.core.spool import CORRUPT, DEAD, INCOMING, Spool
+from postroom.core.spool import CORRUPT, DEAD, DEFERRED, INCOMING, DeliveryState, Spool, new_queue_id
 from postroom.helpdesk.receiver import ReceivedTicket, Response, TicketReceiver
 from tests.support.harness import DOMAIN, SECRET, free_port, make_config, message, running, send, smtp_port
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def _meta(tenant: str, n: int) -> dict[str, Any]:
-    return {
-        "kind": "ticket",
-        "tenant": tenant,
-        "mailbox": "support",
-        "mailbox_hash": None,
-        "received_at": "2026-11-22T06:00:00.000000Z",
-        "mail_from": "ada@example.org",
-        "rcpt_to": [f"support@{tenant}.{DOMAIN}"],
-        "client_ip": "127.0.0.1",
-        "helo": "client.example.org",
-        "tls": False,
-        "verdicts": [],
-        "facts": {},
-        "n": n,
-    }
+    return SpoolEnvelope(
+        id=new_queue_id(),
+        tenant=tenant,
+        mailbox="support",
+        received_at="2026-11-22T06:00:00.000000Z",
+        mail_from="ada@example.org",
+        rcpt_to=(f"support@{tenant}.{DOMAIN}",),
+        client_ip="127.0.0.1",
+        helo="client.example.org",
+        session=f"s{n}",
+    ).to_meta()
 
 
 async def test_helpdesk_down_then_up_delivers_everything(tmp_path: Path) -> None:
@@ -50,8 +48,8 @@ async def test_helpdesk_down_then_up_delivers_everything(tmp_path: Path) -> None
                 send, smtp_port(config), [f"support@acme.{DOMAIN}"], message(f"down {i}")
             )
             assert result.code == 250
-        await asyncio.sleep(1.0)  # every message has failed at least once against the closed port
-        assert app.spool.ids("deferred"), "deliveries to a down helpdesk must be deferred"
+        # Every message fails against the closed port and is deferred.
+        assert await eventually(lambda: len(app.spool.ids(DEFERRED)) == 5, timeout=20)
         await receiver.start()
         try:
             assert await receiver.wait_for_async(5, timeout=30)
@@ -77,10 +75,7 @@ async def test_rejected_ticket_is_dead_lettered_then_replayed_once_with_same_key
         async with running(config) as app:
             result = await asyncio.to_thread(send, smtp_port(config), [f"support@acme.{DOMAIN}"])
             assert result.code == 250
-            for _ in range(200):
-                if app.spool.ids(DEAD):
-                    break
-                await asyncio.sleep(0.05)
+            assert await eventually(lambda: bool(app.spool.ids(DEAD)))
             (dead_id,) = app.spool.ids(DEAD)
             letter = deadletter.describe(app.spool, dead_id)
             assert letter.status == 400 and "400" in letter.reason and letter.tenant == "acme"
@@ -89,7 +84,8 @@ async def test_rejected_ticket_is_dead_lettered_then_replayed_once_with_same_key
             fixed = True
             assert deadletter.replay(app.spool, [dead_id]) == [dead_id]
             assert await receiver.wait_for_async(1, timeout=20)
-            await asyncio.sleep(0.5)
+            # Delivered and gone from the spool: nothing is left that could be POSTed again.
+            assert await eventually(lambda: app.spool.locate(dead_id) is None)
     finally:
         await receiver.stop()
     keys = [t.idempotency_key for t in receiver.tickets]
@@ -148,10 +144,7 @@ async def test_message_that_crashes_the_normaliser_ends_in_corrupt_not_a_loop(tm
     await runner.start()
     try:
         runner.wake([(queue_id, "acme")])
-        for _ in range(100):
-            if spool.locate(queue_id) == CORRUPT:
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: spool.locate(queue_id) == CORRUPT)
     finally:
         await runner.stop(timeout=0.5)
         await webhook.aclose()
@@ -251,12 +244,82 @@ async def test_the_runner_sweeps_what_a_killed_store_left_in_tmp(tmp_path: Path)
     )
     await runner.start()
     try:
-        for _ in range(100):  # up to 5 s
-            if not orphan.exists():
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: not orphan.exists())
     finally:
         await runner.stop()
         await webhook.aclose()
     assert not orphan.exists()
     assert live.exists()
+
+
+@pytest.mark.parametrize(
+    ("meta", "error"),
+    [
+        ({**_meta("acme", 1), "v": 99}, "unknown envelope version 99"),
+        ({"v": 2, "tenant": "acme", "mailbox": "support"}, "no 'received_at'"),
+    ],
+)
+async def test_an_unreadable_envelope_goes_to_corrupt_at_once_never_a_crash_loop(
+    tmp_path: Path, meta: dict[str, Any], error: str
+) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    webhook = WebhookClient(f"http://127.0.0.1:{free_port()}/t", SECRET, timeout=1, max_response_bytes=1024)
+    outcomes: list[str] = []
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=0.05, max_interval=0.05, max_age=60, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05),
+        on_outcome=lambda queue_id, _tenant, _outcome: outcomes.append(queue_id),
+    )
+    (queue_id,) = spool.store([(meta, message())])
+    await runner.start()
+    try:
+        assert await eventually(lambda: spool.locate(queue_id) == CORRUPT)
+    finally:
+        await runner.stop(timeout=0.5)
+        await webhook.aclose()
+    state = spool.load_state(queue_id)
+    assert state.crashes == 0 and state.attempts == 0 and error in state.last_error
+    assert outcomes == []  # never POSTed
+
+
+async def test_a_file_that_is_not_a_spool_file_goes_to_corrupt_at_its_claim(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool").create()
+    (queue_id,) = spool.store([(_meta("acme", 1), message())])
+    Path(spool.path(INCOMING, queue_id)).write_bytes(b"POSTROOM1 99999\n{garbage")
+    assert spool.claim(queue_id, now=0) is None
+    assert spool.locate(queue_id) == CORRUPT
+
+
+class _FlakySpool(Spool):
+    """Fault injection: the first state write of each message fails as a passing disk error would."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.failed: set[str] = set()
+
+    def save_state(self, queue_id: str, state: DeliveryState) -> None:
+        if queue_id not in self.failed:
+            self.failed.add(queue_id)
+            raise OSError(5, "Input/output error")
+        super().save_state(queue_id, state)
+
+
+async def test_an_attempt_whose_record_hits_a_transient_disk_error_is_still_recorded(tmp_path: Path) -> None:
+    spool = _FlakySpool(tmp_path / "spool").create()
+    webhook = WebhookClient(f"http://127.0.0.1:{free_port()}/t", SECRET, timeout=1, max_response_bytes=1024)
+    runner = DeliveryRunner(
+        spool,
+        webhook,
+        RetrySchedule(initial=60, max_interval=60, max_age=600, jitter=0),
+        limits=RunnerLimits(rescan_interval=0.05),
+    )
+    (queue_id,) = spool.store([(_meta("acme", 1), message())])
+    await runner.start()
+    try:
+        assert await eventually(lambda: spool.locate(queue_id) == DEFERRED)
+    finally:
+        await runner.stop(timeout=0.5)
+        await webhook.aclose()
+    assert queue_id in spool.failed and spool.load_state(queue_id).attempts == 1

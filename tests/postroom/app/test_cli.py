@@ -9,7 +9,8 @@ import pytest
 
 from inbound.ticket.payload import validate_ticket
 from postroom.app.cli import main
-from postroom.core.spool import DEAD, INCOMING, DeliveryState, Spool
+from postroom.core.envelope import SpoolEnvelope
+from postroom.core.spool import DEAD, INCOMING, DeliveryState, Spool, new_queue_id
 from tests.support import tomlwrite
 from tests.support.harness import config_mapping, message
 
@@ -22,8 +23,14 @@ def config_path(tmp_path: Path) -> Path:
 
 
 def _dead_letter(spool: Spool, tenant: str, reason: str, status: int) -> str:
-    meta = {"tenant": tenant, "mailbox": "support", "mail_from": "a@b.c"}
-    (queue_id,) = spool.store([(meta, message(tenant))])
+    envelope = SpoolEnvelope(
+        id=new_queue_id(),
+        tenant=tenant,
+        mailbox="support",
+        received_at="2026-11-22T06:00:00Z",
+        mail_from="a@b.c",
+    )
+    (queue_id,) = spool.store([(envelope.to_meta(), message(tenant))])
     spool.move(queue_id, INCOMING, DEAD)
     spool.save_state(
         queue_id, DeliveryState(attempts=1, dead_reason=reason, dead_at=spool.clock(), last_status=status)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from inbound.config import WebhookConfig
-from postroom.core.retry import RetrySchedule
+from postroom.core.retry import RetrySchedule, retry_transient
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -109,3 +109,36 @@ def test_invalid_schedules_are_refused(
 ) -> None:
     with pytest.raises(ValueError):
         RetrySchedule(initial, max_interval, max_age, jitter)
+
+
+async def test_retry_transient_retries_an_os_error_until_the_call_succeeds() -> None:
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError(5, "Input/output error")
+        return "written"
+
+    assert await retry_transient(flaky, what="a write", initial=0.001) == "written"
+    assert len(calls) == 3
+
+
+async def test_retry_transient_gives_up_with_the_last_error_and_never_retries_other_errors() -> None:
+    calls: list[str] = []
+
+    async def broken() -> None:
+        calls.append("disk")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        await retry_transient(broken, what="a write", attempts=3, initial=0.001)
+    assert calls == ["disk"] * 3
+
+    async def buggy() -> None:
+        calls.append("bug")
+        raise KeyError("not transient")
+
+    with pytest.raises(KeyError):
+        await retry_transient(buggy, what="a write", initial=0.001)
+    assert calls.count("bug") == 1
