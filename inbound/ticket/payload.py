@@ -73,13 +73,14 @@ def build_ticket(
         "mailbox": _clean(context.mailbox),
         "mailbox_hash": _clean(context.mailbox_hash),
         "envelope": envelope,
-        **{key: value for key, value in message.items() if key not in ("raw", "parse_error")},
+        **{key: value for key, value in message.items() if key not in ("raw", "parse_error", "parse_errors")},
         "verdicts": _clean(list(context.verdicts)),
         "auth": _clean(context.auth),
         "spam": _clean(context.spam),
         "virus": _clean(context.virus),
         "raw": message["raw"],
         "parse_error": message["parse_error"],
+        "parse_errors": message["parse_errors"],
     }
 
 
