@@ -15,10 +15,11 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from inbound.delivery.normalizer_pool import NormalizerPool
 from inbound.delivery.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
 from inbound.ticket.payload import TicketContext, build_ticket, ticket_json
 from postroom.core.retry import RetrySchedule
@@ -48,6 +49,7 @@ class RunnerLimits:
     rescan_interval: float = 2.0
     max_inline_attachment_bytes: int = 10 * 1024 * 1024
     process_pool_min_bytes: int = 131072  # smaller messages are parsed in a thread
+    normalize_timeout: float = 30.0  # seconds one message may take in the pool (see normalizer_pool)
     # How often tmp/ is swept of what a killed sibling's interrupted store left (Spool.remove_stale_tmp).
     tmp_sweep_interval: float = 300.0
     stale_tmp_age: float = STALE_TMP_SECONDS
@@ -62,8 +64,11 @@ class Prepared:
     error: str = ""
 
 
-def make_ticket_body(raw: bytes, meta: dict[str, Any], max_inline_attachment_bytes: int) -> bytes:
-    """Spool meta + raw message → the exact JSON bytes POSTed. Pure: runs in a worker process."""
+def make_ticket_body(
+    raw: bytes, meta: dict[str, Any], max_inline_attachment_bytes: int, headers_only: str | None = None
+) -> bytes:
+    """Spool meta + raw message → the exact JSON bytes POSTed. Pure: runs in a worker process.
+    `headers_only`: the fallback ticket, with that reason (see inbound.ticket.normalize)."""
     facts = meta.get("facts") or {}
     context = TicketContext(
         id=meta["id"],
@@ -83,7 +88,9 @@ def make_ticket_body(raw: bytes, meta: dict[str, Any], max_inline_attachment_byt
         spam=_nested(facts, "rspamd", "spam"),
         virus=_nested(facts, "clamav", "virus"),
     )
-    ticket = build_ticket(raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes)
+    ticket = build_ticket(
+        raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes, headers_only=headers_only
+    )
     body: bytes = ticket_json(ticket)
     return body
 
@@ -128,9 +135,13 @@ class DeliveryRunner:
         self.webhook = webhook
         self.schedule = schedule
         self.limits = limits
-        self.executor = executor
-        # A process pool whose worker died (OOM killer, a parser crash) stays broken: make a new one.
-        self.executor_factory = executor_factory
+        self.normalizer = NormalizerPool(
+            make_ticket_body,
+            timeout=limits.normalize_timeout,
+            executor=executor,
+            executor_factory=executor_factory,
+            metrics=metrics,
+        )
         self.clock = clock
         self.metrics = metrics
         self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
@@ -343,23 +354,14 @@ class DeliveryRunner:
             self.on_outcome(queue_id, tenant, outcome)
         return await self._io(self._record, queue_id, tenant, claim.state, attempt, outcome)
 
+    @property
+    def executor(self) -> Executor | None:
+        """The normaliser's process pool now (it is replaced when it breaks or a message times out)."""
+        return self.normalizer.executor
+
     async def _build_in_pool(self, raw: bytes, meta: dict[str, Any]) -> bytes:
         """Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL."""
-        loop = asyncio.get_running_loop()
-        if self.executor is None and self.executor_factory is not None:
-            self.executor = self.executor_factory()  # None when configured off: the default threads
-        executor = self.executor
-        try:
-            return await loop.run_in_executor(
-                executor, make_ticket_body, raw, meta, self.limits.max_inline_attachment_bytes
-            )
-        except BrokenExecutor:
-            if self.executor_factory is not None and self.executor is executor:
-                log.error("normaliser pool broke, starting a new one", extra={"event": "pool_restart"})
-                self.executor = self.executor_factory()
-                if executor is not None:
-                    executor.shutdown(wait=False, cancel_futures=True)
-            raise  # this message may be what broke it: it counts as a crash (three, and it's corrupt/)
+        return await self.normalizer.build_body(raw, meta, self.limits.max_inline_attachment_bytes)
 
     def _record(
         self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: Outcome
