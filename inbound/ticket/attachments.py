@@ -124,7 +124,7 @@ def sanitize_filename(name: str | None, *, index: int, content_type: str) -> str
     # below see what a filesystem (or Windows' best-fit mapping) would.
     cleaned = "".join(
         ch
-        for ch in unicodedata.normalize("NFKC", (name or "")[:MAX_FILENAME_INPUT_CHARS])
+        for ch in unicodedata.normalize("NFKC", _bounded(name or ""))
         if unicodedata.category(ch) not in _UNSAFE_CATEGORIES and ch not in _INVISIBLE
     )
     cleaned = cleaned.translate(_SLASH_LOOKALIKES).replace("\\", "/").rsplit("/", 1)[-1]
@@ -134,6 +134,13 @@ def sanitize_filename(name: str | None, *, index: int, content_type: str) -> str
     if cleaned.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_DEVICE_NAMES:
         cleaned = "_" + cleaned
     return _truncate(cleaned)
+
+
+def _bounded(name: str) -> str:
+    """At most `MAX_FILENAME_INPUT_CHARS`, keeping the end (the extension) of a longer name."""
+    if len(name) <= MAX_FILENAME_INPUT_CHARS:
+        return name
+    return name[: MAX_FILENAME_INPUT_CHARS - _MAX_EXTENSION_CHARS] + name[-_MAX_EXTENSION_CHARS:]
 
 
 def _truncate(name: str) -> str:

@@ -34,7 +34,6 @@ class HeaderParams:
 
     value: str = ""
     params: dict[str, str] = field(default_factory=dict)
-    truncated: bool = False  # the value was longer than MAX_VALUE_CHARS or had too many parameters
 
     def get(self, name: str) -> str | None:
         return self.params.get(name)
@@ -63,17 +62,15 @@ def header_params(part: Message, name: str, *, keep_bytes: bool = False) -> Head
 
 def parse_params(text: str) -> HeaderParams:
     """Split `main; a=1; b*=utf-8''%C3%A9; c*0=x; c*1=y` into the main value and decoded parameters."""
-    truncated = len(text) > MAX_VALUE_CHARS
     text = text[:MAX_VALUE_CHARS]
     main, _, _ = text.partition(";")
     found: dict[str, _Parameter] = {}
     for count, match in enumerate(_PARAMETER.finditer(text, len(main)), 1):
         if count > MAX_PARAMETERS:
-            truncated = True
             break
         _collect(found, match.group(1).lower(), _unquote(match.group(2) or ""))
     params = {base: value for base, parameter in found.items() if (value := _resolve(parameter)) is not None}
-    return HeaderParams(main.strip().lower(), params, truncated)
+    return HeaderParams(main.strip().lower(), params)
 
 
 def _collect(found: dict[str, _Parameter], name: str, value: str) -> None:
