@@ -18,7 +18,7 @@ from inbound.ticket.payload import build_ticket, ticket_json, validate_ticket
 from tests.inbound.ticket.corpus import FIXTURES, context
 from tests.inbound.ticket.fuzz_strategies import generated_message, mutated_fixture
 
-EXAMPLES = int(os.environ.get("POSTROOM_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("POSTROOM_FUZZ_EXAMPLES", "100"))
 K, C = 12, 16 * 1024
 CPU_SECONDS_PER_MESSAGE = 2.0  # inputs here are small: anything near this is a regression
 FOUND = sorted((FIXTURES / "fuzz").glob("*.eml"))
