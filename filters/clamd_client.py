@@ -81,6 +81,10 @@ class ClamdClient:
                 raise ClamdError(f"clamd closed the connection without a reply{detail}") from exc
             except asyncio.LimitOverrunError as exc:
                 raise ClamdError("clamd reply too long") from exc
+            except ConnectionError as exc:
+                # clamd answered early (its size limit) and closed while we were still writing: the kernel
+                # resets the connection and may drop the reply. Still clamd's refusal to scan, not an outage.
+                raise ClamdError(f"clamd reset the connection mid-stream (size limit?): {exc}") from exc
         finally:
             writer.close()
         return parse_reply(reply.rstrip(b"\0").decode("utf-8", "replace"))

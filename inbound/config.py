@@ -92,6 +92,9 @@ class DeliveryConfig:
     # Messages at least this big go to those processes; smaller ones are parsed in a thread, which costs
     # less than the trip to another process (a small message parses in ~0.1 ms).
     process_pool_min_bytes: int = 131072
+    # Seconds one message may take in those processes; beyond, its worker is killed and replaced and the
+    # message delivered as the fallback ticket (header fields only, raw kept, parse_error saying why).
+    normalize_timeout: float = 30.0
     # How often the runner looks in the spool for work it was not told about (CLI replays, other writers).
     rescan_interval: float = 2.0
     # Seconds SIGTERM waits for deliveries in flight before leaving them to start-up recovery.
@@ -102,6 +105,8 @@ class DeliveryConfig:
             raise ConfigError("normalize_workers", "must not be negative")
         if self.process_pool_min_bytes < 0:
             raise ConfigError("process_pool_min_bytes", "must not be negative")
+        if self.normalize_timeout <= 0:
+            raise ConfigError("normalize_timeout", "must be positive")
         if self.rescan_interval <= 0 or self.shutdown_grace < 0:
             raise ConfigError("rescan_interval", "intervals must be positive")
 

@@ -7,14 +7,14 @@ and the deferred/ directory); the in-memory heap is only an index rebuilt at sta
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from inbound.delivery.normalizer_pool import NormalizerPool
 from inbound.delivery.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
 from inbound.ticket.payload import TicketContext, build_ticket, ticket_json
 from postroom.core.envelope import EnvelopeError, SpoolEnvelope, tenant_of
@@ -42,6 +42,7 @@ class RunnerLimits:
     rescan_interval: float = 2.0
     max_inline_attachment_bytes: int = 10 * 1024 * 1024
     process_pool_min_bytes: int = 131072  # smaller messages are parsed in a thread
+    normalize_timeout: float = 30.0  # seconds one message may take in the pool (see normalizer_pool)
     # How often tmp/ is swept of what a killed sibling's interrupted store left (Spool.remove_stale_tmp).
     tmp_sweep_interval: float = 300.0
     stale_tmp_age: float = STALE_TMP_SECONDS
@@ -57,8 +58,11 @@ class Prepared:
     error: str = ""
 
 
-def make_ticket_body(raw: bytes, envelope: SpoolEnvelope, max_inline_attachment_bytes: int) -> bytes:
-    """Spool envelope + raw message → the exact JSON bytes POSTed. Pure: runs in a worker process."""
+def make_ticket_body(
+    raw: bytes, envelope: SpoolEnvelope, max_inline_attachment_bytes: int, headers_only: str | None = None
+) -> bytes:
+    """Spool envelope + raw message → the exact JSON bytes POSTed. Pure: runs in a worker process.
+    `headers_only`: the fallback ticket, with that reason (see inbound.ticket.normalize)."""
     context = TicketContext(
         id=envelope.id,
         received_at=envelope.received_at,
@@ -77,7 +81,9 @@ def make_ticket_body(raw: bytes, envelope: SpoolEnvelope, max_inline_attachment_
         spam=envelope.spam.as_dict() if envelope.spam is not None else None,
         virus=envelope.virus.as_dict() if envelope.virus is not None else None,
     )
-    ticket = build_ticket(raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes)
+    ticket = build_ticket(
+        raw, context, max_inline_attachment_bytes=max_inline_attachment_bytes, headers_only=headers_only
+    )
     body: bytes = ticket_json(ticket)
     return body
 
@@ -116,9 +122,13 @@ class DeliveryRunner(QueueRunner):
         self.webhook = webhook
         self.schedule = schedule
         self.limits = limits
-        self.executor = executor
-        # A process pool whose worker died (OOM killer, a parser crash) stays broken: make a new one.
-        self.executor_factory = executor_factory
+        self.normalizer = NormalizerPool(
+            make_ticket_body,
+            timeout=limits.normalize_timeout,
+            executor=executor,
+            executor_factory=executor_factory,
+            metrics=metrics,
+        )
         self.metrics = metrics
         self.on_outcome = on_outcome  # e.g. the per-tenant circuit breaker
 
@@ -204,23 +214,14 @@ class DeliveryRunner(QueueRunner):
             what="recording a delivery attempt",
         )
 
+    @property
+    def executor(self) -> Executor | None:
+        """The normaliser's process pool now (it is replaced when it breaks or a message times out)."""
+        return self.normalizer.executor
+
     async def _build_in_pool(self, raw: bytes, envelope: SpoolEnvelope) -> bytes:
         """Parsing a big MIME message is real CPU work: a process pool keeps it off the loop and its GIL."""
-        loop = asyncio.get_running_loop()
-        if self.executor is None and self.executor_factory is not None:
-            self.executor = self.executor_factory()  # None when configured off: the default threads
-        executor = self.executor
-        try:
-            return await loop.run_in_executor(
-                executor, make_ticket_body, raw, envelope, self.limits.max_inline_attachment_bytes
-            )
-        except BrokenExecutor:
-            if self.executor_factory is not None and self.executor is executor:
-                log.error("normaliser pool broke, starting a new one", extra={"event": "pool_restart"})
-                self.executor = self.executor_factory()
-                if executor is not None:
-                    executor.shutdown(wait=False, cancel_futures=True)
-            raise  # this message may be what broke it: it counts as a crash (three, and it's corrupt/)
+        return await self.normalizer.build_body(raw, envelope, self.limits.max_inline_attachment_bytes)
 
     def _record(
         self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: Outcome

@@ -4,6 +4,10 @@ A single linear tokenizer pass (no backtracking regexes: a hostile body of unclo
 linear): scripts, styles and the head are dropped, block elements become line breaks, entities are
 decoded, and text inside <blockquote> is prefixed with "> " so reply stripping recognises quoted history
 the same way it does in plain-text mail.
+
+The output is at most a small constant times the input: the quote prefix stops growing at
+`MAX_QUOTE_PREFIX_DEPTH` levels (thousands of nested quotes would otherwise prefix every line with thousands
+of "> "), and no line is emitted without text of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ _LINE_ELEMENTS = frozenset(
     }
 )  # fmt: skip
 _CELL_ELEMENTS = frozenset({"td", "th"})
+MAX_QUOTE_PREFIX_DEPTH = 8
+# The tokenizer steps through tags in Python (about a microsecond each): text is made from this much HTML
+# at most. The HTML itself is delivered whole in the ticket's `html`.
+MAX_HTML_INPUT_CHARS = 1024 * 1024
 _SPACES = re.compile(r"[ \t\r\n\f\v\u00a0]+")
 
 
@@ -46,7 +54,7 @@ class _Lines:
         line = _SPACES.sub(" ", "".join(self._current)).strip()
         self._current.clear()
         if line:
-            self.lines.append("> " * quote_depth + line)
+            self.lines.append("> " * min(quote_depth, MAX_QUOTE_PREFIX_DEPTH) + line)
         if paragraph and self.lines and self.lines[-1] != "":
             self.lines.append("")  # one blank line between paragraphs, never a run of them
 
@@ -57,7 +65,8 @@ class _Lines:
 
 
 def html_to_text(markup: str) -> str:
-    """Readable plain text of an HTML document or fragment."""
+    """Readable plain text of an HTML document or fragment (its first `MAX_HTML_INPUT_CHARS`)."""
+    markup = markup[:MAX_HTML_INPUT_CHARS]
     out = _Lines()
     skipping: str | None = None  # name of the element whose content is being dropped
     quote_depth = 0

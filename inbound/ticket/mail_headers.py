@@ -20,7 +20,7 @@ from typing import TypedDict
 from mailparser.dates import parse_mail_date
 from mailparser.utils import get_addresses
 
-from inbound.ticket.mime_text import decode_encoded_words, header_str, scrub_surrogates
+from inbound.ticket.mime_text import clean_header_text, decode_encoded_words, header_str, scrub_surrogates
 
 log = logging.getLogger("postroom.normalize")
 
@@ -28,6 +28,8 @@ log = logging.getLogger("postroom.normalize")
 MAX_ADDRESS_FIELD_CHARS = 64 * 1024
 # RFC 5322 section 3.6.4: when References grows too long, keep the first id and the most recent ones.
 MAX_REFERENCES = 500
+MAX_MAILBOXES = 1000  # per address list (to, cc, reply_to)
+MAX_DISPLAY_NAME_CHARS = 1024
 _MESSAGE_ID = re.compile(r"<([^<>]*)>")
 # What the ticket calls an email address: something@domain, no brackets or control characters, no
 # whitespace in the domain. Local-only names ("MAILER-DAEMON") and garbage are not addresses.
@@ -65,9 +67,9 @@ class HeaderFields:
     def read(cls, message: Message) -> HeaderFields:
         fields = cls()
         for raw_name, raw_value in message.raw_items():
-            name = scrub_surrogates(str(raw_name))
-            unfolded = header_str(str(raw_value))
-            decoded = decode_encoded_words(unfolded)
+            name = clean_header_text(scrub_surrogates(str(raw_name)))
+            unfolded = clean_header_text(header_str(str(raw_value)))
+            decoded = clean_header_text(decode_encoded_words(unfolded))
             key = name.lower()
             fields.ordered.append([name, decoded])
             fields.unfolded.setdefault(key, []).append(unfolded)
@@ -87,18 +89,36 @@ class HeaderFields:
     def has(self, name: str) -> bool:
         return name in self.decoded
 
+    def lines(self) -> list[tuple[str, str]]:
+        """The header fields as (name, decoded value) pairs in message order: what classification reads."""
+        return [(name, value) for name, value in self.ordered]
+
+    def display_name_only(self, name: str) -> Mailbox | None:
+        """`{"name": ..., "email": ""}` for a `name` field that names a person but gives no address
+        ("From: Bob Smith"), else None."""
+        value = self.first(name)
+        if not value or "@" in value:
+            return None
+        display = value.split("<", 1)[0].strip().strip('"').strip()[:MAX_DISPLAY_NAME_CHARS]
+        return {"name": display, "email": ""} if any(ch.isalnum() for ch in display) else None
+
     def mailboxes(self, name: str) -> list[Mailbox]:
         """Every mailbox in every `name` field (a group's members included), in order."""
         found: list[Mailbox] = []
+        budget = MAX_ADDRESS_FIELD_CHARS  # over all `name` fields: a hundred huge To: fields cost one
         for value in self.unfolded.get(name, []):
-            found.extend(parse_mailboxes(value))
-        return found
+            if budget <= 0 or len(found) >= MAX_MAILBOXES:
+                break
+            found.extend(parse_mailboxes(value, limit=budget))
+            budget -= len(value)
+        return found[:MAX_MAILBOXES]
 
 
-def parse_mailboxes(value: str) -> list[Mailbox]:
-    """The mailboxes of one address field value (unfolded, encoded-words in place)."""
-    if len(value) > MAX_ADDRESS_FIELD_CHARS:
-        value = value[:MAX_ADDRESS_FIELD_CHARS].rsplit(",", 1)[0]
+def parse_mailboxes(value: str, *, limit: int = MAX_ADDRESS_FIELD_CHARS) -> list[Mailbox]:
+    """The mailboxes of one address field value (unfolded, encoded-words in place), read from its first
+    `limit` characters (cut at a comma)."""
+    if len(value) > limit:
+        value = value[:limit].rsplit(",", 1)[0]
     if not value.strip():
         return []
     pairs = _simple_mailboxes(value)
@@ -137,7 +157,10 @@ def _mailbox(name: str, address: str) -> Mailbox:
     # them; showing "=?utf-8?q?...?=" to an agent helps nobody.
     display = decode_encoded_words(name).strip().strip('"').strip() if name else ""
     email = address.strip().removeprefix("<").removesuffix(">").strip()
-    return {"name": scrub_surrogates(display) or None, "email": scrub_surrogates(email)}
+    return {
+        "name": clean_header_text(scrub_surrogates(display)).strip() or None,
+        "email": scrub_surrogates(email),
+    }
 
 
 def message_ids(value: str | None) -> list[str]:

@@ -13,6 +13,8 @@ import codecs
 import re
 from functools import lru_cache
 
+from inbound.ticket.charset_detect import guess_codepage, is_utf8
+
 # Labels that promise less than senders deliver: read them as the superset every mail client uses (the
 # WHATWG encoding table does the same for web pages).
 _SUPERSET_CODECS = {
@@ -48,12 +50,23 @@ _REFUSED_CODECS = frozenset(
     {"unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined", "charmap"}
 )
 
+# Labels whose bytes are not ASCII-compatible: never second-guessed.
+_WIDE_CODECS = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "utf-7"})
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FOLDING = re.compile(r"\r?\n(?=[ \t])")
+# A fold is a line break before whitespace: CRLF, or a bare LF or CR (both occur in the wild).
+_FOLDING = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+# C0 controls but tab, DEL and C1 controls: in a header value they can only smuggle (a CR/LF or NUL in a
+# subject the helpdesk reuses in its reply is a header injection).
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _ENCODED_WORD = re.compile(
     # charset, optional RFC 2231 language, encoding, text; a missing "?=" is tolerated at a word's end.
     r"=\?([^?\s*]{1,64})(?:\*[^?\s]{0,32})?\?([bBqQ])\?([^?\s]*)(?:\?=|(?=\s|$))"
 )
+_Q_WORD = re.compile(r"=\?[^?\s*]{1,64}(?:\*[^?\s]{0,32})?\?[qQ]\?[^?\s]*\?=")
+_RAW_BYTE = re.compile("[\udc80-\udcff]")
+_BODY_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _NOT_BASE64 = bytes(b for b in range(256) if b not in _BASE64_ALPHABET)
 _LINE_WHITESPACE = b" \t\r\n"
@@ -96,6 +109,27 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     return scrub_surrogates(data.decode(codec, "replace"))
 
 
+def decode_body_text(data: bytes, charset: str | None, *, may_guess: bool) -> tuple[str, bool]:
+    """Body text: (decoded, whether a charset guess was spent). Bytes that are valid UTF-8 are read as
+    UTF-8 whatever the label says (clients mislabel UTF-8 far more than anything else); otherwise the label
+    is trusted when the bytes fit it, and a missing or unfitting label makes charset-normalizer guess
+    (when `may_guess`; the caller bounds the guesses per message)."""
+    if data.isascii() or _codec_for(charset) in _WIDE_CODECS:
+        return decode_bytes(data, charset), False
+    if is_utf8(data):
+        return scrub_surrogates(data.decode("utf-8")), False
+    codec = _codec_for(charset)
+    if codec is not None:
+        try:
+            return scrub_surrogates(data.decode(codec)), False
+        except UnicodeDecodeError:
+            pass
+    guess = guess_codepage(data) if may_guess else None
+    if guess is None:
+        return decode_bytes(data, charset), may_guess
+    return scrub_surrogates(data.decode(guess, "replace")), True
+
+
 def scrub_surrogates(text: str) -> str:
     """Join surrogate pairs and replace lone surrogates by U+FFFD, so the text encodes as UTF-8."""
     if not _SURROGATE.search(text):
@@ -111,10 +145,34 @@ def header_str(raw_value: str) -> str:
     """
     value = raw_value
     if _SURROGATE.search(value):
+        # Raw 8-bit bytes inside a Q encoded-word belong to the word's declared charset: spell them as
+        # "=XX" so the word decodes them; the rest of the value is sniffed (UTF-8, else Windows-1252).
+        value = _Q_WORD.sub(_escape_raw_bytes, value)
+    if _SURROGATE.search(value):
         value = decode_bytes(value.encode("utf-8", "surrogateescape"), None)
-    if "\n" in value:
-        value = _FOLDING.sub("", value).replace("\r\n", " ").replace("\n", " ")
+    if "\n" in value or "\r" in value:
+        value = _LINE_BREAKS.sub(" ", _FOLDING.sub("", value))
     return value.strip()
+
+
+def _escape_raw_bytes(word: re.Match[str]) -> str:
+    return _RAW_BYTE.sub(lambda byte: f"={ord(byte.group()) - 0xDC00:02X}", word.group())
+
+
+def clean_body_text(text: str) -> str:
+    """Body text without the control characters that mean nothing in text (NUL, escape, ...): JSON would
+    spell each as six bytes, and many helpdesk databases refuse NUL. Tab and newline stay."""
+    if not _BODY_CONTROLS.search(text):
+        return text
+    return _BODY_CONTROLS.sub("", text)
+
+
+def clean_header_text(text: str) -> str:
+    """A decoded header value or display name without control characters: line breaks become spaces,
+    other controls (tab aside) are dropped, so nothing read from a header can start a new header line."""
+    if not _CONTROLS.search(text):
+        return text
+    return _CONTROLS.sub("", _LINE_BREAKS.sub(" ", text))
 
 
 def decode_base64_lenient(data: bytes) -> bytes:

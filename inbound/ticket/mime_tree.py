@@ -7,8 +7,12 @@ microseconds. Only header sections go through the stdlib parser. The result matc
 (tests/inbound/test_mime_tree.py compares both on the fixture corpus): same headers, same parts, same
 payload text with 8-bit bytes kept as surrogate escapes, preamble and epilogue.
 
-Nesting is capped at `MAX_DEPTH` and the number of parts at `MAX_PARTS`; beyond either, `parse_mime`
-raises `MimeLimitError` and the caller falls back to the top-level header section.
+Every cost is bounded, and a limit costs only what lies beyond it (each is reported as a note, never raised):
+nesting deeper than `MAX_DEPTH` keeps the too-deep entity unsplit; parts beyond `MAX_PARTS` are left out;
+header fields beyond `MAX_HEADER_FIELDS` in one section (or `MAX_TOTAL_HEADER_FIELDS` in the message) are
+left out, except the few that give the structure; a delivery-status part is read up to `MAX_DSN_BLOCKS`
+blocks. Boundary lines are found by one C-level regex scan per multipart, so boundaries that are prefixes
+of each other cost no Python work per near-miss.
 """
 
 from __future__ import annotations
@@ -16,17 +20,39 @@ from __future__ import annotations
 import binascii
 import itertools
 import re
+from dataclasses import dataclass, field
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from inbound.ticket.mime_params import header_params
 from inbound.ticket.mime_text import decode_base64_lenient, header_str
 
 MAX_DEPTH = 32
-MAX_PARTS = 10_000
-# The stdlib's rule for a header line (email.feedparser.headerRE), applied to a run of lines at once.
-_HEADER_LINES = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[ \t])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
+MAX_PARTS = 2_000  # real mail has tens; each part costs ~0.1 ms of header parsing and records
+MAX_HEADER_FIELDS = 2_000  # in one header section
+MAX_TOTAL_HEADER_FIELDS = 20_000  # in the whole message: the stdlib header parser costs ~8 µs a field
+MAX_HEADER_BYTES = 1024 * 1024  # in one header section
+MAX_TOTAL_HEADER_BYTES = 2 * 1024 * 1024  # in the whole message
+MAX_STRUCTURAL_FIELDS = 16  # Content-* and MIME-Version fields kept from beyond the limit
+MAX_STRUCTURAL_FIELD_BYTES = 16 * 1024
+MAX_DSN_BLOCKS = 1_000
+MAX_DELIMITER_LINES = 100_000  # per multipart; consecutive delimiter lines enclose no part but cost a step
+# A boundary guessed from the body of a multipart whose declared boundary never occurs: the first "--x"
+# line within this many bytes.
+_GUESS_WINDOW = 64 * 1024
+_GUESSED_DELIMITER = re.compile(rb"(?:\A|(?<=[\r\n]))(--[\x21-\x7e][\x20-\x7e]{0,69}?)[ \t]*(?:\r\n|\r|\n)")
+_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
+_STRUCTURAL_FIELD = re.compile(
+    rb"^(?:content-[a-z-]*|mime-version)[ \t]*:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*(?:\r\n|\r|\n)?",
+    re.MULTILINE | re.IGNORECASE,
+)
+# The stdlib's rule for a header line (email.feedparser.headerRE). The header section ends at the first
+# line that breaks it: searched for directly, since matching a run of a million lines with one repeated
+# group makes the regex engine keep a backtracking frame per line (hundreds of MB).
+_HEADER_LINE_START = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
+_NON_HEADER_LINE = re.compile(rb"(?:(?<=\n)|(?<=\r)(?!\n))(?!From |[\x21-\x39\x3b-\x7e]*:|[ \t])")
 _LINE_BREAK = re.compile(rb"\r\n|\r(?!\n)|\n")
 _DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")
 # Blocks of a delivery-status report are separated by empty lines (a line of spaces continues a field).
@@ -43,73 +69,105 @@ class MimePart(Message):
     """
 
     body: bytes = b""
+    too_deep: bool = False  # a multipart or message/* part left unsplit at the nesting limit
 
 
 _HEADER_PARSER = BytesHeaderParser(MimePart, policy=compat32)
 
 
-class MimeLimitError(ValueError):
-    """The message nests deeper, or has more parts, than the parser is allowed to follow."""
+@dataclass
+class MimeNotes:
+    """What the parser left out to stay within its limits: (what, why) pairs for the ticket's parse_errors."""
+
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, why: str) -> None:
+        if (what, why) not in self.notes:
+            self.notes.append((what, why))
 
 
-def parse_mime(raw: bytes) -> Message:
-    """The full MIME tree of `raw`. Raises `MimeLimitError` on hostile nesting or part counts."""
-    return _Splitter(raw).entity(0, len(raw), depth=1)
+def parse_mime(raw: bytes, notes: MimeNotes | None = None) -> Message:
+    """The full MIME tree of `raw`, within the limits above; what was left out is added to `notes`."""
+    return _Splitter(raw, notes if notes is not None else MimeNotes()).entity(0, len(raw), depth=1)
 
 
-def parse_header_section(raw: bytes) -> Message:
+def parse_header_section(raw: bytes, notes: MimeNotes | None = None) -> Message:
     """Only the top-level header section: the fallback when the body cannot be parsed."""
     header_end, _, missing_separator = _split_header_section(raw, 0, len(raw))
-    return _parse_headers(raw[:header_end], missing_separator=missing_separator)
+    budget = [MAX_TOTAL_HEADER_FIELDS, MAX_TOTAL_HEADER_BYTES]
+    notes = notes if notes is not None else MimeNotes()
+    return _parse_headers(raw[:header_end], missing_separator=missing_separator, budget=budget, notes=notes)
 
 
 class _Splitter:
     """Walks spans of one buffer, so a large attachment is copied once (into its part), not per level."""
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, notes: MimeNotes) -> None:
         self.raw = raw
         self.parts = 0
+        self.notes = notes
+        self.header_budget = [MAX_TOTAL_HEADER_FIELDS, MAX_TOTAL_HEADER_BYTES]
 
     def entity(self, start: int, end: int, *, depth: int, default_type: str = "text/plain") -> Message:
         """The message or body part in raw[start:end]: headers parsed by the stdlib, body split here."""
         self.parts += 1
-        if depth > MAX_DEPTH:
-            raise MimeLimitError(f"MIME structure nested deeper than {MAX_DEPTH} levels")
-        if self.parts > MAX_PARTS:
-            raise MimeLimitError(f"MIME structure has more than {MAX_PARTS} parts")
         header_end, body_start, missing_separator = _split_header_section(self.raw, start, end)
-        message = _parse_headers(self.raw[start:header_end], missing_separator=missing_separator)
+        message = _parse_headers(
+            self.raw[start:header_end],
+            missing_separator=missing_separator,
+            budget=self.header_budget,
+            notes=self.notes,
+        )
         message.set_default_type(default_type)
         maintype = message.get_content_maintype()
-        if maintype == "multipart" and self._split(message, body_start, end, depth):
+        too_deep = depth >= MAX_DEPTH and maintype in ("multipart", "message")
+        if too_deep:
+            message.too_deep = True
+            self.notes.add(
+                "mime", f"MIME structure nested deeper than {MAX_DEPTH} levels: the rest is kept unsplit"
+            )
+        if maintype == "multipart" and not too_deep and self._split(message, body_start, end, depth):
             return message
         message.body = self.raw[body_start:end]
         if message.get_content_type() == "message/delivery-status":
-            blocks = _BLANK_LINES.split(message.body)
-            message.set_payload([_HEADER_PARSER.parsebytes(block) for block in blocks if block.strip()])
-        elif maintype == "message":
+            message.set_payload(self._delivery_status_blocks(message.body))
+        elif maintype == "message" and not too_deep:
             message.set_payload([self.entity(body_start, end, depth=depth + 1)])
         else:  # a leaf, or a multipart without a usable boundary: the body stays text, as in the stdlib
             message.set_payload(_text(message.body))
         return message
 
+    def _delivery_status_blocks(self, body: bytes) -> list[Message | str]:
+        blocks: list[Message | str] = []
+        start = 0
+        for separator in itertools.chain(_BLANK_LINES.finditer(body), [None]):
+            block = body[start : separator.start()] if separator else body[start:]
+            start = separator.end() if separator else len(body)
+            if block.strip():
+                if len(blocks) >= MAX_DSN_BLOCKS:
+                    self.notes.add(
+                        "mime", f"delivery-status report: only the first {MAX_DSN_BLOCKS} blocks read"
+                    )
+                    break
+                blocks.append(_HEADER_PARSER.parsebytes(block))
+        return blocks
+
     def _split(self, message: Message, start: int, end: int, depth: int) -> bool:
         """Split the body raw[start:end] at the boundary; False (body kept as text) when it cannot be."""
-        boundary = message.get_boundary()
-        if not boundary:
-            return False
-        delimiter = b"--" + boundary.encode("utf-8", "surrogateescape")
-        found = _delimiters(self.raw, delimiter, start, end)
+        boundary = (header_params(message, "content-type", keep_bytes=True).get("boundary") or "").rstrip()
+        found = _delimiters(self.raw, b"--" + boundary.encode("utf-8", "surrogateescape"), start, end)
+        if not boundary or not found:
+            found = self._guessed_delimiters(start, end)
         if not found or found[0][2]:  # no delimiter, or only a close delimiter: the body stays text
             return False
         child_type = "message/rfc822" if message.get_content_subtype() == "digest" else "text/plain"
         children: list[Message | str] = []
         for (_, part_start, _), (next_delimiter, _, _) in itertools.pairwise(found):
-            if part_start < next_delimiter:  # consecutive delimiter lines enclose no part
+            if part_start < next_delimiter and self._room_for_a_part():
                 part_end = _before_line_break(self.raw, part_start, next_delimiter)
                 children.append(self.entity(part_start, part_end, depth=depth + 1, default_type=child_type))
         first_delimiter, last_end, closed = found[0][0], found[-1][1], found[-1][2]
-        if not closed:  # no close delimiter: the last part runs to the end, as in the stdlib
+        if not closed and self._room_for_a_part():  # no close delimiter: the last part runs to the end
             children.append(self.entity(last_end, end, depth=depth + 1, default_type=child_type))
         message.set_payload(children)
         if first_delimiter > start:
@@ -117,20 +175,75 @@ class _Splitter:
         message.epilogue = _text(self.raw[last_end:end]) if closed else None
         return True
 
+    def _room_for_a_part(self) -> bool:
+        if self.parts < MAX_PARTS:
+            return True
+        self.notes.add("mime", f"more than {MAX_PARTS} parts: the rest are left out")
+        return False
 
-def _parse_headers(header_section: bytes, *, missing_separator: bool) -> MimePart:
+    def _guessed_delimiters(self, start: int, end: int) -> list[tuple[int, int, bool]]:
+        """The declared boundary never occurs (or none is declared): senders that get it wrong still
+        separate their parts with the first "--something" line, which is used when it recurs."""
+        guess = _GUESSED_DELIMITER.search(self.raw, start, min(end, start + _GUESS_WINDOW))
+        if guess is None:
+            return []
+        found = _delimiters(self.raw, guess.group(1), start, end)
+        if len(found) < 2:
+            return []
+        self.notes.add("mime", "multipart boundary not found where declared: parts split at the lines used")
+        return found
+
+
+def _parse_headers(
+    header_section: bytes, *, missing_separator: bool, budget: list[int], notes: MimeNotes
+) -> MimePart:
+    """The stdlib parses at most `budget` = [fields, bytes] (and `MAX_HEADER_FIELDS`, `MAX_HEADER_BYTES`
+    per section); `budget` is shared by the whole message. Beyond, only the structural fields are kept."""
+    allowed_bytes = max(0, min(MAX_HEADER_BYTES, budget[1]))
+    if len(header_section) > allowed_bytes:
+        header_section = _cut_section(header_section, allowed_bytes, notes)
+    allowed = max(0, min(MAX_HEADER_FIELDS, budget[0]))
+    if header_section.count(b"\n") + header_section.count(b"\r") > allowed:
+        header_section = _bounded_fields(header_section, allowed, notes)
     message = _HEADER_PARSER.parsebytes(header_section)
     assert isinstance(message, MimePart)  # the parser's message class
+    budget[0] -= len(message.keys())
+    budget[1] -= len(header_section)
     if missing_separator:
         message.defects.append(MissingHeaderBodySeparatorDefect())
     return message
 
 
+def _cut_section(section: bytes, allowed: int, notes: MimeNotes) -> bytes:
+    """The section cut at a line break within `allowed` bytes, plus the structural fields after the cut."""
+    cut = max(section.rfind(b"\n", 0, allowed), section.rfind(b"\r", 0, allowed)) + 1
+    notes.add("headers", f"header section larger than {allowed} bytes: the rest is left out")
+    return section[:cut] + _structural_fields(section[cut:])
+
+
+def _structural_fields(rest: bytes) -> bytes:
+    found = itertools.islice(_STRUCTURAL_FIELD.finditer(rest), MAX_STRUCTURAL_FIELDS)
+    fields = (match.group()[:MAX_STRUCTURAL_FIELD_BYTES] for match in found)
+    return b"".join(field if field.endswith((b"\n", b"\r")) else field + b"\r\n" for field in fields)
+
+
+def _bounded_fields(section: bytes, allowed: int, notes: MimeNotes) -> bytes:
+    starts = _FIELD_START.finditer(section)
+    cut = next(itertools.islice(starts, allowed, None), None)
+    if cut is None:
+        return section
+    notes.add("headers", f"more header fields than the limit ({allowed}): the rest are left out")
+    return section[: cut.start()] + _structural_fields(section[cut.start() :])
+
+
 def _split_header_section(data: bytes, start: int, end: int) -> tuple[int, int, bool]:
     """(header section end, body start, whether the blank separator line was missing) for data[start:end],
     split where the stdlib splits it."""
-    header_lines = _HEADER_LINES.match(data, start, end)
-    header_end = header_lines.end() if header_lines else start
+    if start >= end or not _HEADER_LINE_START.match(data, start, end):
+        header_end = start
+    else:
+        found = _NON_HEADER_LINE.search(data, start + 1, end)
+        header_end = found.start() if found else end
     separator = _LINE_BREAK.match(data, header_end, end)
     if separator:
         return header_end, separator.end(), False
@@ -139,19 +252,35 @@ def _split_header_section(data: bytes, start: int, end: int) -> tuple[int, int, 
 
 def _delimiters(data: bytes, delimiter: bytes, start: int, end: int) -> list[tuple[int, int, bool]]:
     """(line start, line end, is-close-delimiter) of each boundary line in data[start:end], up to the
-    close delimiter."""
+    close delimiter or `MAX_DELIMITER_LINES` lines (beyond them, the rest runs to the end as one part).
+
+    One regex scan finds whole delimiter lines at a line start: near-misses ("--ab" when looking for "--a",
+    or a delimiter in mid-line) are rejected inside the regex engine, not one by one in Python.
+    """
+    if len(delimiter) <= 2:
+        return []
     found: list[tuple[int, int, bool]] = []
-    position = data.find(delimiter, start, end)
-    while position >= 0:
-        at_line_start = position == start or data[position - 1] in b"\r\n"
-        tail = _DELIMITER_TAIL.match(data, position + len(delimiter), end) if at_line_start else None
+    scan_from = start
+    if data.startswith(delimiter, start, end):  # the span's first line: no line break precedes it here
+        tail = _DELIMITER_TAIL.match(data, start + len(delimiter), end)
         if tail:
-            closed = tail.group(1) is not None
-            found.append((position, tail.end(), closed))
-            if closed:
-                break
-        position = data.find(delimiter, position + len(delimiter), end)
+            found.append((start, tail.end(), tail.group(1) is not None))
+            if tail.group(1) is not None:
+                return found
+            scan_from = tail.end()
+    for match in _delimiter_line(delimiter).finditer(data, scan_from, end):
+        if match.start() == 0 or data[match.start() - 1] not in b"\r\n":
+            continue  # mid-line: not a delimiter (costs a step only where the whole line matched)
+        closed = match.group(1) is not None
+        found.append((match.start(), match.end(), closed))
+        if closed or len(found) >= MAX_DELIMITER_LINES:
+            break
     return found
+
+
+def _delimiter_line(delimiter: bytes) -> re.Pattern[bytes]:
+    # The literal comes first, so the engine skips to its occurrences with a fast substring search.
+    return re.compile(re.escape(delimiter) + rb"(--)?[ \t]*(?:\r\n|\r|\n|\Z)")
 
 
 def _before_line_break(data: bytes, start: int, end: int) -> int:
@@ -177,20 +306,6 @@ def raw_header(part: Message, name: str) -> str | None:
         if key.lower() == wanted:
             return header_str(str(value))
     return None
-
-
-def metadata_view(part: Message) -> Message:
-    """`part` itself, or, when its Content-Type/Content-Disposition carry raw 8-bit bytes, a header-only
-    copy with those values decoded, so parameters such as filename come out as proper Unicode.
-    """
-    names = ("content-type", "content-disposition")
-    raw_values = [(key, str(value)) for key, value in part.raw_items() if key.lower() in names]
-    if all(value.isascii() for _, value in raw_values):
-        return part
-    view = Message(policy=compat32)
-    for key, value in raw_values:
-        view[key] = header_str(value)
-    return view
 
 
 def disposition(part: Message) -> str | None:

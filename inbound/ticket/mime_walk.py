@@ -8,20 +8,24 @@ Rules, in the order they apply to a part:
   duplicates, while anything else (a text/calendar invite) is an attachment.
 - text/plain and text/html without a filename and not marked `attachment` are body; everything else is an
   attachment, including inline images (which keep their Content-ID).
+- A multipart that could not be split (no boundary line anywhere) is read as text/plain when the message
+  has no text yet: an agent is better served by the raw text than by an opaque attachment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.message import Message
-from email.utils import collapse_rfc2231_value
 
-from inbound.ticket.mime_text import decode_bytes, normalize_newlines
+from inbound.ticket.mime_params import header_params
+from inbound.ticket.mime_text import clean_body_text, decode_body_text, normalize_newlines
 from inbound.ticket.mime_tree import MAX_DEPTH, disposition, part_bytes, raw_header
 
 _BODY_SUBTYPES = ("plain", "html")
 # Children of multipart/alternative kept besides the first plain and HTML body: a calendar invite.
 _ALTERNATIVE_KEPT = ("plain", "html", "calendar")
+# charset-normalizer guesses one message may cost (a few ms each): the rest fall back to UTF-8/Windows-1252.
+MAX_CHARSET_GUESSES = 4
 
 
 @dataclass
@@ -33,6 +37,8 @@ class MimeContent:
     delivery_reports: list[Message] = field(default_factory=list)
     # report-type of a multipart/report at the top of the message (root or a direct child), lower-case.
     report_type: str | None = None
+    charset_guesses: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (field, reason) for parse_errors
 
     @property
     def text(self) -> str | None:
@@ -50,6 +56,17 @@ def collect_content(root: Message) -> MimeContent:
 
 
 def _visit(part: Message, content: MimeContent, *, depth: int, in_report: bool) -> None:
+    """Sort `part`; a part that trips a reader becomes an attachment (its bytes kept), noted in `failures`."""
+    try:
+        _sort(part, content, depth=depth, in_report=in_report)
+    except Exception as exc:
+        content.failures.append(
+            ("body", f"a part could not be read ({type(exc).__name__}): kept as attachment")
+        )
+        content.attachments.append(part)
+
+
+def _sort(part: Message, content: MimeContent, *, depth: int, in_report: bool) -> None:
     content_type = part.get_content_type()
     maintype, _, subtype = content_type.partition("/")
     if maintype == "message" or depth >= MAX_DEPTH:
@@ -58,6 +75,8 @@ def _visit(part: Message, content: MimeContent, *, depth: int, in_report: bool) 
             content.delivery_reports.append(part)
     elif part.is_multipart():
         _visit_multipart(part, subtype, content, depth=depth)
+    elif maintype == "multipart" and not content.text_parts and _unsplittable(part):
+        _add_body(part, "plain", content)  # unsplittable: its body is all the text there is
     elif maintype == "text" and subtype in _BODY_SUBTYPES and _is_inline_unnamed(part):
         _add_body(part, subtype, content)
     else:
@@ -68,7 +87,7 @@ def _visit_multipart(part: Message, subtype: str, content: MimeContent, *, depth
     children = [child for child in part.get_payload() if isinstance(child, Message)]
     in_report = False
     if subtype == "report":
-        report_type = str(collapse_rfc2231_value(part.get_param("report-type", "") or "")).lower()
+        report_type = (header_params(part, "content-type").get("report-type") or "").strip().lower()
         in_report = report_type == "delivery-status"
         if depth <= 1 and content.report_type is None:
             content.report_type = report_type
@@ -86,20 +105,38 @@ def _visit_multipart(part: Message, subtype: str, content: MimeContent, *, depth
         _visit(child, content, depth=depth + 1, in_report=False)
 
 
+def _unsplittable(part: Message) -> bool:
+    """A multipart left as text because no boundary line was found (not because it nests too deep)."""
+    return not getattr(part, "too_deep", False) and _is_inline_unnamed(part)
+
+
 def _is_inline_unnamed(part: Message) -> bool:
     """Not marked as an attachment and without a filename: a candidate for the body."""
     if disposition(part) == "attachment":
         return False
-    # get_filename() parses every parameter; most parts plainly have no "name" anywhere.
+    # Most parts plainly have no "name" anywhere: no need to parse their parameters.
     declared = (raw_header(part, "content-disposition") or "") + (raw_header(part, "content-type") or "")
-    return "name" not in declared.lower() or not part.get_filename()
+    return "name" not in declared.lower() or not declared_filename(part)
+
+
+def declared_filename(part: Message) -> str | None:
+    """Content-Disposition's filename, else Content-Type's name (RFC 2231 decoded), as the stdlib reads it."""
+    for header, parameter in (("content-disposition", "filename"), ("content-type", "name")):
+        value = header_params(part, header).get(parameter)
+        if value is not None:
+            return value.strip() or None
+    return None
 
 
 def _add_body(part: Message, subtype: str, content: MimeContent) -> None:
     data = part_bytes(part)
     if not data.strip():
         return  # empty body parts (e.g. the first part of many DSNs) add nothing
-    text = normalize_newlines(decode_bytes(data, part.get_content_charset()))
+    charset = header_params(part, "content-type").get("charset")
+    may_guess = content.charset_guesses < MAX_CHARSET_GUESSES
+    decoded, guessed = decode_body_text(data, charset, may_guess=may_guess)
+    content.charset_guesses += guessed
+    text = clean_body_text(normalize_newlines(decoded))
     if subtype == "html":
         content.html_parts.append(text)
     else:

@@ -3,19 +3,20 @@
 The bytes are parsed once into a MIME tree (`inbound.ticket.mime_tree`); header fields are read once
 (`inbound.ticket.mail_headers`, with mail-parser's address and date readers); the tree is sorted into body and
 attachments (`inbound.ticket.mime_walk`, `inbound.ticket.attachments`); then come the derived facts: text
-from HTML when
-there is no plain text, the reply without its history, bounce and auto-reply classification.
+from HTML when there is no plain text, the reply without its history, bounce and auto-reply classification.
 
-Input that is not a message, or whose structure is too deep to follow, still gives every field: the
-header-derived ones as far as the header section could be read, empty body fields, `parse_error` saying
-why, and the raw bytes in `raw.content_base64` so nothing is lost.
+Every field is computed on its own (`inbound.ticket.field_errors`): a field whose input trips a reader falls
+back alone (to null, an empty list, ...) and `parse_errors` says which and why. The header fields come from
+the top-level header section even when the MIME structure cannot be read, so classification (auto-reply,
+bounce) still works. Whenever anything fell back, `parse_error` sums it up and the raw bytes are kept in
+`raw.content_base64` (within the inline limit), so nothing is lost. Every step is linear in the input, and
+no field is more than a small constant times the input's size (docs/payload.md, "Guarantees").
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from typing import Any
@@ -23,67 +24,120 @@ from typing import Any
 from inbound.ticket.attachments import attachment_records
 from inbound.ticket.autoreply import classify
 from inbound.ticket.bounce import detect_bounce
-from inbound.ticket.html_text import html_to_text
-from inbound.ticket.mail_headers import HeaderFields, first_message_id, iso_date, message_ids
-from inbound.ticket.mime_tree import MimeLimitError, parse_header_section, parse_mime
+from inbound.ticket.field_errors import FieldErrors
+from inbound.ticket.html_text import MAX_HTML_INPUT_CHARS, html_to_text
+from inbound.ticket.mail_headers import HeaderFields, Mailbox, first_message_id, iso_date, message_ids
+from inbound.ticket.mime_tree import MimeNotes, parse_header_section, parse_mime
 from inbound.ticket.mime_walk import MimeContent, collect_content
 from inbound.ticket.reply_strip import strip_reply
-
-log = logging.getLogger("postroom.normalize")
 
 # Fields added in transit (by relays or by Postroom itself) rather than by the message's author.
 _TRACE_FIELDS = frozenset(
     {"received", "return-path", "delivered-to", "x-original-to", "authentication-results", "received-spf"}
 )
 _TRACE_PREFIXES = ("arc-", "x-spam", "x-virus", "x-postroom")
+_NO_BOUNCE: dict[str, Any] = {"is_bounce": False, "recipients": []}
+_NOT_AUTOMATIC: tuple[bool, str | None] = (False, None)
+_NO_IDS: list[str] = []
 
 
-def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes: int) -> dict[str, Any]:
+def normalize_message(
+    raw: bytes, *, mail_from: str, max_inline_attachment_bytes: int, headers_only: str | None = None
+) -> dict[str, Any]:
     """The message-derived ticket fields of `raw`, in ticket order. Never raises on any input bytes.
 
-    `mail_from` is the envelope sender: an empty one marks the message as automatic.
+    `mail_from` is the envelope sender: an empty one marks the message as automatic. `headers_only`: skip
+    the body and say why (the fallback ticket after a time limit): only the header section is read.
     """
-    root, parse_error = _parse(raw)
-    headers = HeaderFields.read(root)
-    parse_error = parse_error or _not_a_message(raw, root, headers)
-    content = collect_content(root) if parse_error is None else MimeContent()
+    errors = FieldErrors()
+    notes = MimeNotes()
+    root: Message | None = None
+    if headers_only is not None:
+        errors.add("mime", headers_only)
+    else:
+        root = errors.compute("mime", lambda: parse_mime(raw, notes), None)
+    top = (
+        root
+        if root is not None
+        else errors.compute("headers", lambda: parse_header_section(raw, notes), None)
+    )
+    headers = (
+        errors.compute("headers", lambda: HeaderFields.read(top), HeaderFields()) if top else HeaderFields()
+    )
+    not_a_message = errors.compute("mime", lambda: _not_a_message(raw, top, headers), None)
+    if not_a_message is not None:
+        errors.add("mime", not_a_message)
+    for what, why in notes.notes:
+        errors.add(what, why)
+    content = MimeContent()
+    if root is not None and not_a_message is None:
+        content = errors.compute("body", lambda: collect_content(root), MimeContent())
+    for what, why in content.failures:
+        errors.add(what, why)
     text = content.text
     html = content.html
     if text is None and html is not None:
-        text = html_to_text(html)
-    senders = headers.mailboxes("from")
+        text = errors.compute("text", lambda: html_to_text(html), None)
+        if len(html) > MAX_HTML_INPUT_CHARS:
+            errors.add("text", f"made from the first {MAX_HTML_INPUT_CHARS} characters of the HTML")
+    senders: list[Mailbox] = errors.compute("from", lambda: headers.mailboxes("from"), [])
     subject = headers.first("subject")
-    bounce = detect_bounce(
-        content.delivery_reports,
-        sender=senders[0]["email"] if senders else headers.first("from"),
-        subject=subject,
-        mail_from=mail_from,
-        text=text,
+    bounce = errors.compute(
+        "bounce",
+        lambda: detect_bounce(
+            content.delivery_reports,
+            sender=senders[0]["email"] if senders else headers.first("from"),
+            subject=subject,
+            mail_from=mail_from,
+            text=text,
+        ),
+        _NO_BOUNCE,
     )
-    auto_submitted, auto_submitted_reason = classify(
-        headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
+    auto_submitted, auto_submitted_reason = errors.compute(
+        "auto_submitted",
+        lambda: classify(
+            headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
+        ),
+        _NOT_AUTOMATIC,
     )
-    return {
-        "message_id": first_message_id(headers.first_unfolded("message-id")),
-        "in_reply_to": first_message_id(headers.first_unfolded("in-reply-to")),
-        "references": message_ids(" ".join(headers.unfolded.get("references", []))),
-        "date": iso_date(headers.first_unfolded("date")),
+    no_mailboxes: list[Mailbox] = []
+    first_id = headers.first_unfolded
+    message = {
+        "message_id": errors.compute("message_id", lambda: first_message_id(first_id("message-id")), None),
+        "in_reply_to": errors.compute("in_reply_to", lambda: first_message_id(first_id("in-reply-to")), None),
+        "references": errors.compute(
+            "references", lambda: message_ids(" ".join(headers.unfolded.get("references", []))), _NO_IDS
+        ),
+        "date": errors.compute("date", lambda: iso_date(first_id("date")), None),
         "subject": subject,
-        "from": senders[0] if senders else None,
-        "reply_to": headers.mailboxes("reply-to"),
-        "to": headers.mailboxes("to"),
-        "cc": headers.mailboxes("cc"),
+        "from": senders[0] if senders else headers.display_name_only("from"),
+        "reply_to": errors.compute("reply_to", lambda: headers.mailboxes("reply-to"), no_mailboxes),
+        "to": errors.compute("to", lambda: headers.mailboxes("to"), no_mailboxes),
+        "cc": errors.compute("cc", lambda: headers.mailboxes("cc"), no_mailboxes),
         "text": text,
         "html": html,
-        "stripped_text_reply": strip_reply(text) if text is not None else None,
-        "attachments": attachment_records(content.attachments, max_inline_bytes=max_inline_attachment_bytes),
+        "stripped_text_reply": _stripped_reply(text, errors),
+        "attachments": attachment_records(
+            content.attachments, max_inline_bytes=max_inline_attachment_bytes, errors=errors
+        ),
         "headers": headers.ordered,
         "auto_submitted": auto_submitted,
         "auto_submitted_reason": auto_submitted_reason,
         "bounce": bounce,
-        "raw": _raw_summary(raw, keep_content=parse_error is not None, max_bytes=max_inline_attachment_bytes),
-        "parse_error": parse_error,
     }
+    parse_error = errors.summary()
+    message["raw"] = _raw_summary(
+        raw, keep_content=parse_error is not None, max_bytes=max_inline_attachment_bytes
+    )
+    message["parse_error"] = parse_error
+    message["parse_errors"] = errors.entries
+    return message
+
+
+def _stripped_reply(text: str | None, errors: FieldErrors) -> str | None:
+    if text is None:
+        return None
+    return errors.compute("stripped_text_reply", lambda: strip_reply(text), None)
 
 
 def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -> dict[str, Any]:
@@ -108,21 +162,11 @@ def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -
         "bounce": {"is_bounce": False, "recipients": []},
         "raw": _raw_summary(raw, keep_content=True, max_bytes=max_inline_attachment_bytes),
         "parse_error": error,
+        "parse_errors": [{"field": "*", "reason": error}],
     }
 
 
-def _parse(raw: bytes) -> tuple[Message, str | None]:
-    try:
-        return parse_mime(raw), None
-    except MimeLimitError as exc:
-        error = str(exc)
-    except Exception as exc:  # the parser accepts any bytes, so this is a bug: log it, keep the message
-        log.exception("MIME parser failed; falling back to the header section")
-        error = f"MIME parser failed: {type(exc).__name__}"
-    return parse_header_section(raw), error
-
-
-def _not_a_message(raw: bytes, root: Message, headers: HeaderFields) -> str | None:
+def _not_a_message(raw: bytes, root: Message | None, headers: HeaderFields) -> str | None:
     """Why `raw` is not an RFC 5322 message at all, or None when it is one."""
     if any(not _is_trace_field(name) for name in headers.decoded):
         return None
@@ -130,7 +174,9 @@ def _not_a_message(raw: bytes, root: Message, headers: HeaderFields) -> str | No
         return "empty input: no header section and no body"
     if not headers.ordered:
         return "no header section: the input is not an RFC 5322 message"
-    if any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in root.defects):
+    if root is not None and any(
+        isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in root.defects
+    ):
         return "no header fields of its own: only trace fields precede non-header data"
     return None
 
@@ -140,7 +186,7 @@ def _is_trace_field(name: str) -> bool:
 
 
 def _raw_summary(raw: bytes, *, keep_content: bool, max_bytes: int) -> dict[str, Any]:
-    """Size and digest of the raw message; the bytes themselves only when they could not be parsed."""
+    """Size and digest of the raw message; the bytes themselves only when something could not be read."""
     keep = keep_content and len(raw) <= max_bytes
     return {
         "size": len(raw),

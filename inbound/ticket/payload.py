@@ -52,13 +52,20 @@ def build_ticket(
     context: TicketContext,
     *,
     max_inline_attachment_bytes: int = DEFAULT_MAX_INLINE_ATTACHMENT_BYTES,
+    headers_only: str | None = None,
 ) -> dict[str, Any]:
-    """The ticket for one message. Never raises for any `raw`: unparseable input sets `parse_error`."""
+    """The ticket for one message. Never raises for any `raw`: unparseable input sets `parse_error`.
+
+    `headers_only`: the fallback ticket (after a time limit): only the header section is read, and
+    `parse_error` gives this reason."""
     envelope = _clean(context.envelope)
     mail_from = str(envelope.get("mail_from") or "")
     try:
         message = normalize_message(
-            raw, mail_from=mail_from, max_inline_attachment_bytes=max_inline_attachment_bytes
+            raw,
+            mail_from=mail_from,
+            max_inline_attachment_bytes=max_inline_attachment_bytes,
+            headers_only=headers_only,
         )
     except Exception as exc:  # a bug in the normaliser must not lose the message: deliver it raw
         log.exception("normalising message %s failed", context.id)
@@ -73,13 +80,14 @@ def build_ticket(
         "mailbox": _clean(context.mailbox),
         "mailbox_hash": _clean(context.mailbox_hash),
         "envelope": envelope,
-        **{key: value for key, value in message.items() if key not in ("raw", "parse_error")},
+        **{key: value for key, value in message.items() if key not in ("raw", "parse_error", "parse_errors")},
         "verdicts": _clean(list(context.verdicts)),
         "auth": _clean(context.auth),
         "spam": _clean(context.spam),
         "virus": _clean(context.virus),
         "raw": message["raw"],
         "parse_error": message["parse_error"],
+        "parse_errors": message["parse_errors"],
     }
 
 

@@ -91,6 +91,7 @@ class Postroom:
                 rescan_interval=config.delivery.rescan_interval,
                 max_inline_attachment_bytes=wh.max_inline_attachment_bytes,
                 process_pool_min_bytes=config.delivery.process_pool_min_bytes,
+                normalize_timeout=config.delivery.normalize_timeout,
             ),
             executor=executor,
             executor_factory=lambda: make_executor(config.delivery.normalize_workers),

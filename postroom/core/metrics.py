@@ -180,6 +180,11 @@ class Metrics:
         self._dead = Counter(
             "postroom_dead_letters", "Messages moved to dead/, per reason.", ["reason"], registry=reg
         )
+        self._normalize_timeouts = Counter(
+            "postroom_normalize_timeouts",
+            "Messages over [delivery] normalize_timeout, delivered as the fallback ticket.",
+            registry=reg,
+        )
         self._outbound = Counter(
             "postroom_outbound_deliveries",
             "Outbound delivery attempts per destination (bounded) and outcome.",
@@ -225,6 +230,9 @@ class Metrics:
 
     def dead_lettered(self, reason: str) -> None:
         self._dead.labels(self.reasons(reason)).inc()
+
+    def normalize_timed_out(self) -> None:
+        self._normalize_timeouts.inc()
 
     def outbound_delivery(self, destination: str, outcome: str) -> None:
         """`destination` is a domain or a class of them (e.g. "gmail.com"); bounded by the guard."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import socket
 import struct
 from typing import Any
 
@@ -120,6 +121,8 @@ def test_clamd_stream_limit_error_is_a_temporary_failure(clamd_server: ClamdServ
     assert decision is not None
     assert decision.render().startswith("451 4.7.1 ")
     assert txn.verdicts[0].reason == "clamav.error"
+    # clamd answers "size limit exceeded" and closes; when that close races our last write, the kernel's
+    # reset can drop the answer, and the client says so.
     assert "size limit" in txn.verdicts[0].detail
 
 
@@ -238,3 +241,27 @@ def test_instream_framing_on_the_wire(size: int) -> None:
         expected += struct.pack(">I", len(chunk)) + chunk
     expected += struct.pack(">I", 0)
     assert asyncio.run(asyncio.wait_for(exchange(), 10)) == expected
+
+
+def test_a_reset_mid_stream_is_clamds_refusal_not_an_outage() -> None:
+    """clamd closing on its size limit while we still write can reach us as a reset, reply lost."""
+
+    async def run() -> str:
+        async def reset_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(16)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            writer.close()
+
+        server = await asyncio.start_server(reset_early, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            client = ClamdClient(ClamdAddress(host="127.0.0.1", port=port), chunk_size=4096)
+            with pytest.raises(ClamdError) as caught:
+                await asyncio.wait_for(client.instream(b"x" * 4_000_000), timeout=10)
+            return str(caught.value)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert "clamd" in asyncio.run(run())

@@ -11,8 +11,7 @@ import pytest
 from inbound.ticket.mime_tree import (
     MAX_DEPTH,
     MAX_PARTS,
-    MimeLimitError,
-    metadata_view,
+    MimeNotes,
     parse_header_section,
     parse_mime,
     part_bytes,
@@ -67,16 +66,21 @@ def test_nesting_up_to_the_limit_is_parsed() -> None:
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1_000])
-def test_deeper_nesting_is_refused(depth: int) -> None:
-    with pytest.raises(MimeLimitError, match="nested deeper than 32 levels"):
-        parse_mime(_nested(depth))
+def test_deeper_nesting_is_kept_unsplit_and_noted(depth: int) -> None:
+    notes = MimeNotes()
+    part = parse_mime(_nested(depth), notes)
+    for _ in range(MAX_DEPTH - 1):
+        part = _child(part, 0)
+    assert not part.is_multipart() and b"deep" in part.body  # the rest, as one undivided part
+    assert notes.notes == [("mime", "MIME structure nested deeper than 32 levels: the rest is kept unsplit")]
 
 
-def test_too_many_parts_are_refused() -> None:
-    parts = b"".join(b"--p\r\n\r\nx\r\n" for _ in range(MAX_PARTS))
+def test_parts_beyond_the_limit_are_left_out_and_noted() -> None:
+    parts = b"".join(b"--p\r\n\r\nx\r\n" for _ in range(MAX_PARTS + 5))
     raw = b'Content-Type: multipart/mixed; boundary="p"\r\n\r\n' + parts + b"--p--\r\n"
-    with pytest.raises(MimeLimitError, match="more than"):
-        parse_mime(raw)
+    notes = MimeNotes()
+    assert len(_parts(parse_mime(raw, notes))) == MAX_PARTS - 1  # the root counts as a part
+    assert notes.notes == [("mime", f"more than {MAX_PARTS} parts: the rest are left out")]
 
 
 def _children(raw: bytes) -> list[Message]:
@@ -129,13 +133,10 @@ def test_part_bytes_undoes_the_transfer_encoding(headers: str, body: bytes, expe
     assert part_bytes(part) == expected
 
 
-def test_raw_header_and_metadata_view_decode_8bit_values() -> None:
+def test_raw_header_decodes_8bit_values() -> None:
     message = parse_mime('Content-Type: text/plain; name="Übersicht.pdf"\r\nX-A: café\r\n\r\nx'.encode())
     assert raw_header(message, "x-a") == "café"
     assert raw_header(message, "x-missing") is None
-    assert metadata_view(message).get_filename() == "Übersicht.pdf"
-    plain = parse_mime(b'Content-Type: text/plain; name="plain.txt"\r\n\r\nx')
-    assert metadata_view(plain) is plain
 
 
 def test_header_section_parsing() -> None:
