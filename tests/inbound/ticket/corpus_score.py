@@ -41,7 +41,7 @@ CASE_TO = "support@acme.helpdesk.example"
 
 def make_ticket(raw: bytes, *, mail_from: str) -> dict[str, Any]:
     """The one place that calls the normaliser: change this import when the package layout moves."""
-    from inbound.payload import TicketContext, build_ticket
+    from inbound.ticket.payload import TicketContext, build_ticket
 
     context = TicketContext(
         id="20261122T054044Z-corpus",
