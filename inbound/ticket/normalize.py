@@ -22,7 +22,7 @@ from typing import Any
 
 from inbound.ticket.attachments import attachment_records
 from inbound.ticket.autoreply import classify
-from inbound.ticket.bounce import detect_bounce
+from inbound.ticket.bounce import detect_bounce, no_bounce
 from inbound.ticket.html_text import html_to_text
 from inbound.ticket.mail_headers import HeaderFields, first_message_id, iso_date, message_ids
 from inbound.ticket.mime_tree import MimeLimitError, parse_header_section, parse_mime
@@ -54,11 +54,11 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
     senders = headers.mailboxes("from")
     subject = headers.first("subject")
     bounce = detect_bounce(
-        content.delivery_reports,
-        sender=senders[0]["email"] if senders else headers.first("from"),
-        subject=subject,
+        headers.ordered,
+        root if parse_error is None else None,
         mail_from=mail_from,
         text=text,
+        report_type=content.report_type,
     )
     auto_submitted, auto_submitted_reason = classify(
         headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
@@ -105,7 +105,7 @@ def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -
         "headers": [],
         "auto_submitted": False,
         "auto_submitted_reason": None,
-        "bounce": {"is_bounce": False, "recipients": []},
+        "bounce": no_bounce(),
         "raw": _raw_summary(raw, keep_content=True, max_bytes=max_inline_attachment_bytes),
         "parse_error": error,
     }
