@@ -5,13 +5,13 @@
 - kind: ``permanent`` (a DSN "failed", status 5.x.x, SMTP 5xx, or a failure with no code) or ``transient``
   (a DSN "delayed", 4.x.x, 4xx);
 - reason, the first that applies:
-  ``message_too_large`` (size limits, 5.3.4, 5.2.3), ``mailbox_full`` (quota, 5.2.2),
+  ``mailbox_full`` (quota, 5.2.2), ``message_too_large`` (size limits, 5.3.4, 5.2.3),
   ``host_unknown`` (no such domain or host, 5.1.2, 5.4.4), ``spam_blocked`` (spam, block lists, reputation),
   ``user_unknown`` (no such user, disabled mailbox, 5.1.1, 5.1.0, 5.1.6, 5.2.1),
   ``rejected`` (relaying denied, policy, 5.7.x), ``expired`` (gave up retrying, 4.4.7, 5.4.7),
   ``other``.
-The words decide before the code: "550 5.7.1 ... listed at zen.spamhaus.org" is spam_blocked, not a generic
-rejection. Patterns are matched on at most `MAX_TEXT_CHARS` characters.
+A precise status code (5.1.1, 5.2.2, ...) decides first; otherwise the words decide before the code:
+"550 5.7.1 ... listed at zen.spamhaus.org" is spam_blocked, not a generic rejection. Patterns are matched on at most `MAX_TEXT_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -35,20 +35,21 @@ REASONS = (
 _USER = r"(?:mailbox|user(?:name)?|recipient|address(?:ee)?|account|e-?mail|destination|local part)"
 _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
-        "message_too_large",
-        re.compile(
-            r"(?:message|mail|e-?mail)\s+(?:is\s+)?too\s+(?:large|big)|too\s+large|size\s+(?:limit\s+)?exceed"
-            r"|exceeds?\s+(?:the\s+)?(?:maximum\s+)?(?:message\s+)?size|message\s+size\s+(?:limit|exceed)"
-            r"|max(?:imum)?\s+message\s+size|message\s+length\s+exceeds",
-            re.IGNORECASE,
-        ),
-    ),
-    (
         "mailbox_full",
         re.compile(
             r"quota|mail\s?box\s+(?:is\s+)?(?:\w+\s+)?full|(?:mail)?folder\s+is\s+full|storage"
             r"|exceeds?\s+allowed\s+size|insufficient\s+(?:disk\s+)?space|mailbox\s+size\s+limit"
-            r"|user\s+has\s+exceeded|too\s+many\s+messages|zuviele\s+Mails|over\s?quota|full\s+mailbox",
+            r"|user\s+has\s+exceeded|too\s+many\s+messages|zuviele\s+Mails|over\s?quota|full\s+mailbox"
+            r"|disk\s+space|mailbox\s+size",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "message_too_large",
+        re.compile(
+            r"(?:message|mail|e-?mail)\s+(?:is\s+)?too\s+(?:large|big)|too\s+large|size\s+(?:limit\s+)?exceed"
+            r"|class=size|exceeds?\s+(?:the\s+)?(?:maximum\s+)?(?:message\s+)?size|message\s+size\s+(?:limit|exceed)"
+            r"|max(?:imum)?\s+message\s+size|message\s+length\s+exceeds",
             re.IGNORECASE,
         ),
     ),
@@ -68,7 +69,7 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"spam|junk|\bbulk\b|unsolicited|black\s?list|block\s?list|deny\s?list|\brbl\b|dnsbl|\bbanned\b"
             r"|\bblocked\b|reputation|content\s+(?:filter|rejected)|rejected\s+(?:due\s+to|for)\s+(?:content|policy)"
             r"|virus|not\s+accepted\s+for\s+policy|sorbs|spamhaus|spamcop|barracuda|uribl|surbl|listed\s+(?:at|in|on)"
-            r"|looks\s+like|suspicious|scor(?:e|ed)\s+too\s+high|mail\s+appears|whitelist|challenge",
+            r"|mass\s+mailer|looks\s+like|suspicious|scor(?:e|ed)\s+too\s+high|mail\s+appears|whitelist|challenge",
             re.IGNORECASE,
         ),
     ),
@@ -81,6 +82,8 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"|does\s?n[o']?t\s+(?:exist|have\s+a\s+\S+\s+account)|not\s+listed\s+in|no\s+longer\s+(?:active|valid|exists?|in\s+use)"
             r"|not\s+our\s+customer|unknown\s+or\s+illegal\s+alias|no\s+mailbox\s+here|user\s+not\s+found|nonexist"
             r"|not\s+a\s+valid\s+(?:mailbox|user)|unknown\s+local|non-?existent|no\s+account|account\s+(?:has\s+been\s+)?(?:disabled|removed|deleted)"
+            rf"|not\s+an?\s+(?:known|active|valid)\s+{_USER}|no\s+mail\s*box|bad_?\s*recipient"
+            rf"|(?:deactivated|disabled|inactive)\s+{_USER}"
             r"|Benutzer\s+unbekannt|nie\s+istnieje|nieznany|neexistuje|inexistant|inexistente|sconosciuto",
             re.IGNORECASE,
         ),
@@ -89,7 +92,7 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "rejected",
         re.compile(
             r"relay(?:ing)?\s+(?:denied|not\s+permitted|access\s+denied|prohibited)|not\s+(?:permitted\s+to\s+)?relay"
-            r"|rcpthosts|access\s+denied|not\s+authori[sz]ed|administrative\s+prohibition|refused|prohibited"
+            r"|as\s+a\s+relay|rcpthosts|access\s+denied|not\s+authori[sz]ed|administrative\s+prohibition|refused|prohibited"
             r"|policy|rejected",
             re.IGNORECASE,
         ),
@@ -120,6 +123,8 @@ _STATUS_REASONS: dict[str, str] = {
     "4.4.7": "expired",
     "5.4.7": "expired",
 }
+# Codes whose reason the words may refine: 5.7.1 is any policy rejection (spam among them).
+_WORDS_DECIDE = frozenset({"rejected", "expired"})
 _SMTP_CODE = re.compile(r"(?<![\d.])([245])\d\d(?![\d.])")
 
 
@@ -133,6 +138,9 @@ def classify_failure(status: str | None, text: str, *, action: str = "") -> tupl
 
 
 def failure_reason(status: str | None, text: str) -> str:
+    exact = _STATUS_REASONS.get(status or "")
+    if exact and exact not in _WORDS_DECIDE:  # a precise code outranks the server's free text
+        return exact
     for reason, pattern in _WORDS:
         if pattern.search(text):
             return reason
