@@ -23,11 +23,12 @@ from typing import Any
 from inbound.ticket.attachments import attachment_records
 from inbound.ticket.autoreply import classify
 from inbound.ticket.bounce import detect_bounce, no_bounce
+from inbound.ticket.html_reply import strip_html_reply
 from inbound.ticket.html_text import html_to_text
 from inbound.ticket.mail_headers import HeaderFields, first_message_id, iso_date, message_ids
 from inbound.ticket.mime_tree import MimeLimitError, parse_header_section, parse_mime
 from inbound.ticket.mime_walk import MimeContent, collect_content
-from inbound.ticket.reply_strip import strip_reply
+from inbound.ticket.reply_strip import Reply, split_reply
 
 log = logging.getLogger("postroom.normalize")
 
@@ -51,6 +52,7 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
     html = content.html
     if text is None and html is not None:
         text = html_to_text(html)
+    reply, html_reply = _replies(content.text, html)
     senders = headers.mailboxes("from")
     subject = headers.first("subject")
     bounce = detect_bounce(
@@ -75,7 +77,9 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
         "cc": headers.mailboxes("cc"),
         "text": text,
         "html": html,
-        "stripped_text_reply": strip_reply(text) if text is not None else None,
+        "stripped_text_reply": reply.text if text is not None else None,
+        "stripped_signature": reply.signature,
+        "stripped_html_reply": html_reply,
         "attachments": attachment_records(content.attachments, max_inline_bytes=max_inline_attachment_bytes),
         "headers": headers.ordered,
         "auto_submitted": auto_submitted,
@@ -84,6 +88,17 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
         "raw": _raw_summary(raw, keep_content=parse_error is not None, max_bytes=max_inline_attachment_bytes),
         "parse_error": parse_error,
     }
+
+
+def _replies(text: str | None, html: str | None) -> tuple[Reply, str | None]:
+    """The text reply (with its signature) and the HTML reply; for HTML-only mail the text reply is read
+    from the stripped HTML."""
+    html_reply = strip_html_reply(html) if html is not None else None
+    if text is not None:
+        return split_reply(text), html_reply.html if html_reply else None
+    if html_reply is not None:
+        return split_reply(html_reply.text), html_reply.html
+    return Reply("", None), None
 
 
 def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -> dict[str, Any]:
@@ -101,6 +116,8 @@ def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -
         "text": None,
         "html": None,
         "stripped_text_reply": None,
+        "stripped_signature": None,
+        "stripped_html_reply": None,
         "attachments": [],
         "headers": [],
         "auto_submitted": False,
