@@ -63,7 +63,7 @@ def normalize_message(raw: bytes, *, mail_from: str, max_inline_attachment_bytes
         report_type=content.report_type,
     )
     auto_submitted, auto_submitted_reason = classify(
-        headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
+        headers.ordered, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
     )
     return {
         "message_id": first_message_id(headers.first_unfolded("message-id")),

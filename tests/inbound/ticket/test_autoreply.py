@@ -16,7 +16,7 @@ def _classify(
 ) -> tuple[bool, str | None]:
     raw = f"From: alice@example.com\r\nSubject: hello\r\n{headers}\r\n".encode()
     fields = HeaderFields.read(parse_header_section(raw))
-    return classify(fields, mail_from=mail_from, is_bounce=is_bounce, report_type=report_type)
+    return classify(fields.ordered, mail_from=mail_from, is_bounce=is_bounce, report_type=report_type)
 
 
 @pytest.mark.parametrize(
