@@ -56,6 +56,8 @@ _FAILED_RECIPIENTS_HEADER = "x-failed-recipients"
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 _MAX_HEADER_ADDRESSES = 100
 _MAX_REPORT_BYTES = 256 * 1024
+MAX_FLUFL_PARTS = 64
+MAX_FLUFL_CHARS = 512 * 1024
 
 
 def no_bounce() -> dict[str, Any]:
@@ -160,7 +162,7 @@ def _report_text(part: Message) -> str:
 
 def _flufl(root: Message | None) -> tuple[list[str], list[str]]:
     """flufl.bounce's (temporary, permanent) failed addresses, lower-case; ([], []) when it fails."""
-    if root is None:
+    if root is None or not _small_enough_for_flufl(root):
         return [], []
     try:
         temporary, permanent = all_failures(root)
@@ -168,6 +170,20 @@ def _flufl(root: Message | None) -> tuple[list[str], list[str]]:
         log.debug("flufl.bounce failed on a bounce candidate", exc_info=True)
         return [], []
     return _decoded_addresses(temporary), _decoded_addresses(permanent)
+
+
+def _small_enough_for_flufl(root: Message) -> bool:
+    """flufl.bounce walks every part for each of its detectors, and every line of every part for some:
+    only messages of a few parts and a bounded size are given to it (real bounces are both)."""
+    size = 0
+    for count, part in enumerate(root.walk()):
+        if count >= MAX_FLUFL_PARTS:
+            return False
+        payload = part.get_payload()
+        size += len(payload) if isinstance(payload, str) else 0
+        if size > MAX_FLUFL_CHARS:
+            return False
+    return True
 
 
 def _decoded_addresses(found: Any) -> list[str]:
