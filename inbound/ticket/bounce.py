@@ -84,7 +84,7 @@ def detect_bounce(
         return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
     delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
     if delayed:
-        return {**_result("delayed", [_dsn_detail(record, text) for record in _unique(delayed)]), "is_bounce": False}
+        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
     if records:
         return no_bounce()  # only "delivered" or "relayed": a receipt
     sender = _first(header_lines, "from") or ""
@@ -106,8 +106,7 @@ def _from_text(
     temporary, permanent = _flufl(root)
     addresses = header_failed or list(in_text) or [a for a in permanent if a not in ignore]
     if not addresses and temporary:
-        details = [_text_detail(address, "", explanation, action="delayed") for address in temporary]
-        return {**_result("delayed", details), "is_bounce": False}
+        return _delayed([_text_detail(address, "", explanation, action="delayed") for address in temporary])
     details = []
     for address in addresses:
         failure = in_text.get(address.lower())
@@ -123,6 +122,11 @@ def _result(kind: str, details: list[dict[str, Any]]) -> dict[str, Any]:
         "recipients": [detail["email"] for detail in details],
         "recipients_detail": details,
     }
+
+
+def _delayed(details: list[dict[str, Any]]) -> dict[str, Any]:
+    """A delay notice: not a bounce, nobody has failed yet; the details say who is waiting."""
+    return {"is_bounce": False, "type": "delayed", "recipients": [], "recipients_detail": details}
 
 
 def _dsn_detail(record: DsnRecipient, text: str) -> dict[str, Any]:

@@ -115,6 +115,7 @@ _STATUS_REASONS: dict[str, str] = {
     "5.4.4": "host_unknown",
     "4.4.4": "host_unknown",
     "5.1.1": "user_unknown",
+    "5.1.10": "user_unknown",  # Exchange Online: recipient not found by SMTP address lookup
     "5.1.0": "user_unknown",
     "5.1.6": "user_unknown",
     "5.2.1": "user_unknown",

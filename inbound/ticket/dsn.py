@@ -48,15 +48,17 @@ def read_delivery_status(text: str) -> DsnReport:
     fields: dict[str, str] = {}
     last_name: str | None = None
     blocks = 0
+    in_block = False
     for line in _lines(text[:MAX_REPORT_CHARS]):
         if not line.strip():
-            if fields:
+            if in_block:
                 blocks += 1
                 _add_recipient(fields, recipients)
                 if blocks >= MAX_BLOCKS or len(recipients) >= MAX_RECIPIENTS:
                     return DsnReport(recipients, blocks)
-            fields, last_name = {}, None
+            fields, last_name, in_block = {}, None, False
             continue
+        in_block = True
         if line[0] in " \t":  # a folded continuation of the previous field
             if last_name is not None and len(fields[last_name]) < MAX_FIELD_CHARS:
                 fields[last_name] = f"{fields[last_name]} {line.strip()}"
@@ -69,7 +71,7 @@ def read_delivery_status(text: str) -> DsnReport:
         last_name = name if name in _KEPT_FIELDS and name not in fields else None
         if last_name is not None:
             fields[name] = match.group(2).strip()[:MAX_FIELD_CHARS]
-    if fields:
+    if in_block:
         blocks += 1
         _add_recipient(fields, recipients)
     return DsnReport(recipients, blocks)

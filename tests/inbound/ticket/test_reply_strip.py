@@ -58,8 +58,9 @@ from inbound.ticket.reply_strip import strip_reply
         pytest.param(
             "FYI\n\n---------- Forwarded message ---------\nFrom: Vendor <v@vendor.example>\n"
             "Date: Mon, 2 Nov 2026\nSubject: Invoice\nTo: Erin\n\nInvoice text\n",
-            "FYI\n\n---------- Forwarded message ---------",
-            id="forwarded content is what the sender wants read, but its header block is history",
+            "FYI\n\n---------- Forwarded message ---------\nFrom: Vendor <v@vendor.example>\n"
+            "Date: Mon, 2 Nov 2026\nSubject: Invoice\nTo: Erin\n\nInvoice text",
+            id="a forwarded message is kept whole: it is what the sender wants read",
         ),
         pytest.param(
             "On Monday we will replace the printer.\nFrom: the facilities team\n",
