@@ -28,12 +28,15 @@ _AUTOMATIC_REPLY = (
     r"auto(?:matic|mated)?[-\s]?(?:reply|response|answer)|auto[-\s]?(?:reply|respond(?:er)?)"
     r"|automatische\s+antwort|réponse\s+automatique|r[ée]ponse\s+auto|autosvar|automatisk\s+svar"
     r"|automaattinen\s+vastaus|automatisch\s+antwoord|respuesta\s+autom[áa]tica|risposta\s+automatica"
-    r"|resposta\s+autom[áa]tica|odpowied[źz]\s+automatyczna|automatick[áa]\s+odpov[ěe]d"
+    r"|resposta\s+autom[áa]tica|odpowied[źz]\s+automatyczna|automatick[áa]\s+odpov[ěe][dď]"
     r"|автоматический\s+ответ|автоответ|otomatik\s+yan[ıi]t|αυτόματη\s+απάντηση|automatikus\s+válasz"
     r"|自動応答|自動返信|自动回复|自動回覆|自動回復|자동\s*회신|자동\s*응답"
 )
 _ENDS_PHRASE = r"(?=\s*(?:$|[:：(\[-]|\s+(?:re|aw|sv|vs|wg|fw|fwd|tr|rv|r)\s*:))"
-_I_AM_OUT = re.compile(r"^(?:i\s+am|i'm|i\s+will\s+be)\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|away|on\s+(?:vacation|leave|holiday))", re.IGNORECASE)
+_I_AM_OUT = re.compile(
+    r"^(?:i\s+am|i'm|i\s+will\s+be)\s+(?:currently\s+)?(?:out\s+of\s+(?:the\s+)?office|away|on\s+(?:vacation|leave|holiday))",
+    re.IGNORECASE,
+)
 _OUT_OF_OFFICE_SUBJECT = re.compile(rf"^\s*\[?(?:{_OUT_OF_OFFICE})\]?{_ENDS_PHRASE}", re.IGNORECASE)
 _AUTOMATIC_SUBJECT = re.compile(rf"^\s*\[?(?:{_AUTOMATIC_REPLY})\]?{_ENDS_PHRASE}", re.IGNORECASE)
 

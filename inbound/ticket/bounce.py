@@ -79,7 +79,9 @@ def detect_bounce(
     text = text or ""
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
     records = [record for report in reports for record in report]
-    failed = [r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))]
+    failed = [
+        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
+    ]
     if failed:
         return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
     delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
@@ -196,7 +198,9 @@ def _decoded_addresses(found: Any) -> list[str]:
 
 
 def _first(header_lines: Sequence[Sequence[str]], name: str) -> str | None:
-    return next((str(line[1]) for line in header_lines if len(line) == 2 and str(line[0]).lower() == name), None)
+    return next(
+        (str(line[1]) for line in header_lines if len(line) == 2 and str(line[0]).lower() == name), None
+    )
 
 
 def _header_addresses(value: str | None) -> list[str]:

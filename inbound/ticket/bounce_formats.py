@@ -25,7 +25,9 @@ _CONTEXT_LINES = 6
 
 _ADDRESS = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+"
 _ANGLED_ADDRESS_LINE = re.compile(rf"^\s*<({_ADDRESS})>\s*(?::|\.\.\.|$)")
-_ADDRESS_LINE = re.compile(rf"^\s*(?:[\"'][^\"']*[\"']\s*)?[<(\"']?(?:mailto:)?({_ADDRESS})[>)\"']?(?:\s|$|:|,|\.\.\.|;)")
+_ADDRESS_LINE = re.compile(
+    rf"^\s*(?:[\"'][^\"']*[\"']\s*)?[<(\"']?(?:mailto:)?({_ADDRESS})[>)\"']?(?:\s|$|:|,|\.\.\.|;)"
+)
 _INLINE = re.compile(
     rf"(?:your\s+message\s+to\s+<?({_ADDRESS})>?\s+(?:could\s?n[o']?t|was\s?n[o']?t|could\s+not|has\s+not|was\s+not)"
     rf"|(?:was\s?n[o']?t|was\s+not|could\s?n[o']?t\s+be|could\s+not\s+be)\s+delivered\s+to\s+<?({_ADDRESS})>?"

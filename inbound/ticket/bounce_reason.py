@@ -11,7 +11,8 @@
   ``rejected`` (relaying denied, policy, 5.7.x), ``expired`` (gave up retrying, 4.4.7, 5.4.7),
   ``other``.
 A precise status code (5.1.1, 5.2.2, ...) decides first; otherwise the words decide before the code:
-"550 5.7.1 ... listed at zen.spamhaus.org" is spam_blocked, not a generic rejection. Patterns are matched on at most `MAX_TEXT_CHARS` characters.
+"550 5.7.1 ... listed at zen.spamhaus.org" is spam_blocked, not a generic rejection. Patterns are matched
+on at most `MAX_TEXT_CHARS` characters.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Three passes over the markup, each one linear scan of a tag tokenizer (no backtr
 3. The rest is rendered to lines and cut where the text stripper sees history begin (an attribution in any
    language, an Outlook header block, "-----Original Message-----"), using `inbound.ticket.reply_markers`.
 Elements left open by a cut are closed, so the result is well-formed enough to display.
-Only the first `MAX_HTML_CHARS` characters are read.
+Only the first `MAX_HTML_CHARS` characters are read, and history is looked for in the first
+`MAX_SCANNED_LINES` lines of text.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from inbound.ticket.reply_markers import attribution_end, is_forward_marker
-from inbound.ticket.reply_strip import history_starts
+from inbound.ticket.reply_strip import MAX_SCANNED_LINES, history_starts
 
 MAX_HTML_CHARS = 1024 * 1024
 MAX_OPEN_ELEMENTS = 512
@@ -30,14 +31,18 @@ _TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)|<(/?)([a-zA-Z][a-zA-Z0-9:-]*)((?:[^<>\"']|\"[^\"<>]*\"|'[^'<>]*')*)>|<[!?][^<>]*>",
     re.DOTALL,
 )
+# Marks are searched as words inside a tag's attributes (class, id, style): plain word searches, so a
+# hostile attribute list costs one linear scan.
 _QUOTE_MARK = re.compile(
-    r"class\s*=\s*[\"']?[^\"'>]*\b(?:gmail_quote|yahoo_quoted|moz-cite-prefix)\b"
-    r"|id\s*=\s*[\"']?(?:divRplyFwdMsg|OutlookMessageHeader|appendonsend|stopSpelling)\b"
+    r"\b(?:gmail_quote|yahoo_quoted|moz-cite-prefix|divRplyFwdMsg|OutlookMessageHeader|appendonsend|stopSpelling)\b"
     r"|border-top\s*:\s*solid\s+#(?:B5C4DF|E1E1E1)",
     re.IGNORECASE,
 )
-_CITE = re.compile(r"type\s*=\s*[\"']?cite\b", re.IGNORECASE)
-_GMAIL_QUOTE_CLASS = re.compile(r"class\s*=\s*[\"']?[^\"'>]*\bgmail_quote\b", re.IGNORECASE)
+_CITE = re.compile(r"\btype\s*=\s*[\"']?cite\b", re.IGNORECASE)
+_MARK_WORD = re.compile(rf"{_QUOTE_MARK.pattern}|{_CITE.pattern}", re.IGNORECASE)
+_GMAIL_QUOTE_CLASS = re.compile(r"\bgmail_quote\b", re.IGNORECASE)
+_ATTRIBUTES = r"((?:[^<>\"']|\"[^\"<>]*\"|'[^'<>]*')*)"
+_BLOCKQUOTE_TAG = re.compile(rf"<(/?)blockquote\b{_ATTRIBUTES}>", re.IGNORECASE)
 _VOID_ELEMENTS = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 )
@@ -58,46 +63,49 @@ class HtmlReply:
     text: str  # its visible text, one line per block, for the text reply
 
 
-@dataclass(frozen=True)
-class _Tag:
-    start: int
-    end: int
-    closing: bool
-    name: str
-    attributes: str
-
-
 def strip_html_reply(markup: str) -> HtmlReply:
     markup = markup[:MAX_HTML_CHARS]
     marked = _quote_mark(markup)
-    if marked is not None:
-        markup = markup[:marked]
-    else:
-        markup = _without_last_blockquote(markup)
-    lines, starts = _render(markup)
-    cut = next((i for i in range(len(lines)) if _history_at(lines, i)), None)
+    cut_markup = markup[:marked] if marked is not None else _without_last_blockquote(markup)
+    lines, starts = _render(cut_markup)
+    cut = _history_line(lines)
     if cut is not None:
-        markup = markup[: starts[cut]]
+        cut_markup = cut_markup[: starts[cut]]
         lines = lines[:cut]
-    return HtmlReply(html=(markup + _closing_tags(markup)).strip(), text="\n".join(lines).strip())
+    if len(cut_markup) < len(markup):  # something was cut: close what the cut left open
+        cut_markup += _closing_tags(cut_markup)
+    return HtmlReply(html=cut_markup.strip(), text="\n".join(lines).strip())
 
 
-def _tags(markup: str) -> Iterator[_Tag]:
+def _tags(markup: str) -> Iterator[tuple[int, bool, str, str]]:
+    """(start, closing, lower-case name, attributes) of every tag."""
     for match in _TOKEN.finditer(markup):
         if match.group(2):
-            yield _Tag(match.start(), match.end(), match.group(1) == "/", match.group(2).lower(), match.group(3))
+            yield match.start(), match.group(1) == "/", match.group(2).lower(), match.group(3)
 
 
 def _quote_mark(markup: str) -> int | None:
-    """Where the first client quote mark starts, unless it introduces a forwarded message."""
-    for tag in _tags(markup):
-        if tag.closing:
+    """Where the first client quote mark starts, unless it introduces a forwarded message.
+
+    Each mark word found is checked once against the tag around it; text between `checked` and the word
+    is looked at once, so the search stays linear however many words a hostile document repeats.
+    """
+    checked = 0
+    for word in _MARK_WORD.finditer(markup):
+        if word.start() < checked:
             continue
-        is_mark = bool(_QUOTE_MARK.search(tag.attributes)) or (tag.name == "blockquote" and _CITE.search(tag.attributes))
-        if tag.name == "blockquote" and not _CITE.search(tag.attributes):
-            is_mark = False  # Gmail's inner blockquote.gmail_quote is cut with its div, or is not a quote
+        start = markup.rfind("<", checked, word.start())
+        if start < 0 or markup.find(">", start, word.start()) >= 0:
+            checked = word.end()  # the word is in text, not inside a tag
+            continue
+        tag = _TOKEN.match(markup, start)
+        checked = tag.end() if tag else len(markup)  # an unclosed "<": nothing after it is a tag
+        if tag is None or not tag.group(2) or tag.group(1):
+            continue
+        name, attributes = tag.group(2).lower(), tag.group(3)
+        is_mark = _CITE.search(attributes) if name == "blockquote" else _QUOTE_MARK.search(attributes)
         if is_mark:  # the first mark decides: a forward after it is kept whole, marks and all
-            return None if _introduces_forward(markup, tag.end) else tag.start
+            return None if _introduces_forward(markup, tag.end()) else start
     return None
 
 
@@ -111,42 +119,42 @@ def _without_last_blockquote(markup: str) -> str:
     depth = 0
     span: tuple[int, int] | None = None
     opened = 0
-    for tag in _tags(markup):
-        if tag.name != "blockquote":
-            continue
-        if not tag.closing:
+    for match in _BLOCKQUOTE_TAG.finditer(markup):
+        if not match.group(1):
             if depth == 0:
-                opened = tag.start if not _GMAIL_QUOTE_CLASS.search(tag.attributes) else -1
+                opened = match.start() if not _GMAIL_QUOTE_CLASS.search(match.group(2)) else -1
             depth += 1
         elif depth > 0:
             depth -= 1
             if depth == 0 and opened >= 0:
-                span = (opened, tag.end)
+                span = (opened, match.end())
     if depth > 0 and opened >= 0:  # an unclosed quote runs to the end
         span = (opened, len(markup))
     return markup if span is None else markup[: span[0]] + markup[span[1] :]
 
 
 def _render(markup: str) -> tuple[list[str], list[int]]:
-    """Visible text as lines (one per block) and, for each line, the markup offset where it begins."""
+    """Visible text as lines (one per block) and, for each line, the markup offset where it begins: the
+    first block boundary after the previous line, so a cut there drops the line's opening tags too."""
     lines: list[str] = []
     starts: list[int] = []
     current: list[str] = []
-    current_start = 0
+    start: int | None = None
     skipping: str | None = None
     position = 0
 
     def flush() -> None:
+        nonlocal start
         text = _SPACES.sub(" ", "".join(current)).replace("\u00a0", " ").strip()
+        current.clear()
         if text:
             lines.append(text)
-            starts.append(current_start)
-        current.clear()
+            starts.append(start or 0)
+            start = None
 
     for match in _TOKEN.finditer(markup):
         if skipping is None and match.start() > position:
-            if not current:
-                current_start = position
+            start = position if start is None else start
             current.append(html.unescape(markup[position : match.start()]))
         position = match.end()
         name = (match.group(2) or "").lower()
@@ -161,29 +169,35 @@ def _render(markup: str) -> tuple[list[str], list[int]]:
             skipping = name
         elif name in _BLOCK_ELEMENTS:
             flush()
-            current_start = match.start()
+            if start is None:
+                start = match.end() if closing else match.start()
     if skipping is None and position < len(markup):
-        if not current:
-            current_start = position
+        start = position if start is None else start
         current.append(html.unescape(markup[position:]))
     flush()
     return lines, starts
 
 
-def _history_at(lines: list[str], index: int) -> bool:
-    return history_starts(lines, index) or attribution_end(lines, index) is not None
+def _history_line(lines: list[str]) -> int | None:
+    """The first line where history starts; None when there is none or a forward comes first."""
+    for index in range(min(len(lines), MAX_SCANNED_LINES)):
+        if is_forward_marker(lines[index]):
+            return None
+        if history_starts(lines, index) or attribution_end(lines, index) is not None:
+            return index
+    return None
 
 
 def _closing_tags(markup: str) -> str:
     """End tags for the elements still open at the end of `markup`."""
     stack: list[str] = []
-    for tag in _tags(markup):
-        if tag.name in _VOID_ELEMENTS or tag.attributes.rstrip().endswith("/"):
+    for _, closing, name, attributes in _tags(markup):
+        if name in _VOID_ELEMENTS or attributes.rstrip().endswith("/"):
             continue
-        if not tag.closing:
+        if not closing:
             if len(stack) < MAX_OPEN_ELEMENTS:
-                stack.append(tag.name)
-        elif tag.name in stack:
-            while stack and stack.pop() != tag.name:
+                stack.append(name)
+        elif name in stack:
+            while stack and stack.pop() != name:
                 pass
     return "".join(f"</{name}>" for name in reversed(stack))

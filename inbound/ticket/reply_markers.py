@@ -22,15 +22,18 @@ import re
 ATTRIBUTION_LINES = 6
 MAX_ATTRIBUTION_CHARS = 600
 _HEADER_BLOCK_LINES = 7
+_VERB_TAIL_CHARS = 40
 
 _WROTE = (
     r"wrote|writes|sent|a\s+écrit|écrit|schrieb|schreef|(?:het\s+volgende\s+)?geschreven|skrev|skrivit"
     r"|kirjoitti|napisał\S*|napsal\S*|написал\S*|пишет|написав\S*|ha\s+scritto|escribió|escreveu|đã\s+viết"
     r"|yazdı|έγραψε|írta|a\s+scris|写道|寫道|が書きました|님이\s+작성"
 )
-_WROTE_END = re.compile(rf"(?:{_WROTE})\s*:?$", re.IGNORECASE)
-_WROTE_ALONE = re.compile(rf"^(?:{_WROTE})\s*:$", re.IGNORECASE)
-_NAME_AFTER_VERB_END = re.compile(r"(?:schrieb|schreef|skrev|napisał\S*|написал\S*)\b.{0,200}:$", re.IGNORECASE)
+_WROTE_END = re.compile(rf"(?:{_WROTE})\s*[:：]?$", re.IGNORECASE)
+_WROTE_ALONE = re.compile(rf"^(?:{_WROTE})\s*[:：]$", re.IGNORECASE)
+_NAME_AFTER_VERB_END = re.compile(
+    r"(?:schrieb|schreef|skrev|napisał\S*|написал\S*)\b.{0,200}:$", re.IGNORECASE
+)
 _ATTRIBUTION_START = re.compile(
     r"^(?:On|Am|Le|El|Em|Op|Il|In\s+data|Den|På|W\s+dniu|Dne|Vào|Στις|\d|\w{2,3},|\w{2,3}\s+\d|"
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,?|[-\s]*-{2,}\s*\S)",
@@ -57,7 +60,8 @@ _FORWARDED = re.compile(
     re.IGNORECASE,
 )
 _HEADER_FROM = (
-    r"From|Von|De|Van|Da|Fra|Från|Lähettäjä|Od|Від|От|Kimden|Feladó|Frá|Từ|差出人|发件人|寄件者|發件人|보낸\s*사람"
+    r"From|Von|De|Van|Da|Fra|Från|Lähettäjä|Od|Від|От|Kimden|Feladó|Frá|Từ"
+    r"|差出人|发件人|寄件者|發件人|보낸\s*사람"
 )
 _HEADER_OTHER = (
     r"Sent|Date|To|Cc|Subject|Gesendet|Datum|An|Betreff|Envoyé|À|A|Objet|Enviado|Para|Asunto|Fecha|Verzonden"
@@ -103,17 +107,19 @@ def attribution_end(lines: list[str], index: int) -> int | None:
 
 
 def _is_attribution(candidate: str, *, dashed: bool) -> bool:
-    if _WROTE_END.search(candidate):
+    if _WROTE_END.search(candidate[-_VERB_TAIL_CHARS:]):  # the tail only: the verb ends the candidate
         if _DATE.search(candidate) or _ADDRESS.search(candidate):
             return True
         # Without a date or an address, only "On ..., Name wrote:" or "---- Name wrote ----" count: "sent"
         # alone is too common a word.
-        return not candidate.lower().rstrip(":").endswith("sent") and bool(dashed or _START_WORD.match(candidate))
+        return not candidate.lower().rstrip(":：").endswith("sent") and bool(
+            dashed or _START_WORD.match(candidate)
+        )
     if candidate.endswith(":") and _NAME_AFTER_VERB_END.search(candidate):
         return True
     # Date first, then a name and address, no verb: "2014-10-17 11:28 GMT+03:00 Name <addr>:".
     return (
-        candidate.endswith((":", ">"))
+        candidate.endswith((":", "：", ">"))
         and bool(_DATE.search(candidate[:80]))
         and bool(_ADDRESS.search(candidate))
         and not _HEADER_LINE.match(candidate)

@@ -12,7 +12,8 @@ banner, an arrow) is the sender's own text and is kept. Once a forwarded-message
 more is cut: the forward is what the sender wants the helpdesk to read.
 
 The signature (`inbound.ticket.signature`) is cut from the reply and returned beside it.
-Only the first `MAX_SCANNED_CHARS` are read, so the cost stays linear and bounded on hostile bodies.
+Only the first `MAX_SCANNED_CHARS` characters and `MAX_SCANNED_LINES` lines are read, so the cost stays
+linear and bounded on hostile bodies (about 10 µs a line).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from inbound.ticket.reply_markers import (
 from inbound.ticket.signature import is_mobile_signature, is_signature_delimiter
 
 MAX_SCANNED_CHARS = 256 * 1024
+MAX_SCANNED_LINES = 20_000
 MAX_SIGNATURE_LINES = 30
 _SEPARATOR_CHARS = frozenset("-_=*~")
 
@@ -46,7 +48,7 @@ def strip_reply(text: str) -> str:
 
 
 def split_reply(text: str) -> Reply:
-    lines = text[:MAX_SCANNED_CHARS].split("\n")
+    lines = text[:MAX_SCANNED_CHARS].split("\n", MAX_SCANNED_LINES)[:MAX_SCANNED_LINES]
     kept: list[str] = []
     index = 0
     while index < len(lines):
@@ -118,7 +120,11 @@ def _signature(lines: list[str], start: int) -> str | None:
     taken: list[str] = []
     for index in range(start, min(len(lines), start + MAX_SIGNATURE_LINES)):
         line = lines[index]
-        if history_starts(lines, index) or attribution_end(lines, index) is not None or is_quoted(lines, index):
+        if (
+            history_starts(lines, index)
+            or attribution_end(lines, index) is not None
+            or is_quoted(lines, index)
+        ):
             break
         taken.append(line.rstrip())
     return _trim(taken) or None

@@ -62,7 +62,9 @@ def test_the_original_recipient_is_preferred_over_the_forwarding_target() -> Non
 
 
 def test_status_decides_when_action_is_missing() -> None:
-    assert _dsn(MTA, "Final-Recipient: rfc822; c@example.org\nStatus: 5.0.0")["recipients"] == ["c@example.org"]
+    assert _dsn(MTA, "Final-Recipient: rfc822; c@example.org\nStatus: 5.0.0")["recipients"] == [
+        "c@example.org"
+    ]
 
 
 def test_delay_notices_are_not_bounces_but_say_who_is_waiting() -> None:
@@ -115,16 +117,22 @@ def test_plain_bounces_need_an_automatic_sender_and_evidence() -> None:
 
 def test_x_failed_recipients_names_the_failed_addresses() -> None:
     result = _plain(
-        "Weekly statistics", "A message that you sent could not be delivered.\n\n  other@example.org\n",
+        "Weekly statistics",
+        "A message that you sent could not be delivered.\n\n  other@example.org\n",
         extra="X-Failed-Recipients: gone@example.org, also@example.net\n",
     )
     assert result["recipients"] == ["gone@example.org", "also@example.net"]
 
 
 def test_reason_comes_from_the_words_near_the_address() -> None:
-    text = "I'm afraid I wasn't able to deliver your message.\n\n<full@example.net>:\n552 Mailbox quota exceeded\n"
+    text = (
+        "I'm afraid I wasn't able to deliver your message.\n\n<full@example.net>:\n"
+        "552 Mailbox quota exceeded\n"
+    )
     detail = _plain("failure notice", text)["recipients_detail"]
-    assert detail == [{"email": "full@example.net", "status": None, "kind": "permanent", "reason": "mailbox_full"}]
+    assert detail == [
+        {"email": "full@example.net", "status": None, "kind": "permanent", "reason": "mailbox_full"}
+    ]
 
 
 def test_flufl_bounce_is_given_only_small_messages() -> None:
@@ -137,5 +145,7 @@ def test_flufl_bounce_is_given_only_small_messages() -> None:
 
 def test_no_tree_still_gives_a_result() -> None:
     headers = [["From", "MAILER-DAEMON@x.example"], ["Subject", "Undeliverable: hi"]]
-    result = detect_bounce(headers, None, mail_from="", text="<gone@example.org>: 550 5.1.1 unknown user", report_type=None)
+    result = detect_bounce(
+        headers, None, mail_from="", text="<gone@example.org>: 550 5.1.1 unknown user", report_type=None
+    )
     assert result["recipients"] == ["gone@example.org"]

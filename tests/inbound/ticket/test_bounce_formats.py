@@ -13,7 +13,8 @@ QMAIL = (
 EXIM = (
     "This message was created automatically by mail delivery software.\n\nA message that you sent could not "
     "be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) "
-    "failed:\n\n  two@example.org\n    host mx.example.org [192.0.2.2]\n    SMTP error from remote mail server "
+    "failed:\n\n  two@example.org\n    host mx.example.org [192.0.2.2]\n"
+    "    SMTP error from remote mail server "
     "after RCPT TO:<two@example.org>:\n    550 5.1.1 unknown\n\n  three@x.org\n    Unrouteable address\n"
 )
 EXCHANGE = (
@@ -30,9 +31,17 @@ POSTFIX = (
     "<seven@example.org>: host mx.example.org[192.0.2.7] said: 550 5.1.1 User unknown (in reply to RCPT TO "
     "command)\n"
 )
-LOTUS = "Your message\n\n  Subject: hello\n\nwas not delivered to:\n\n  eight@example.com\n\nbecause:\n\n  User eight not listed\n"
-GROUPWISE = "The message that you sent was undeliverable to the following:\n\tnine@example.com (user not found)\n"
-SENDMAIL = "----- The following addresses had permanent fatal errors -----\n<ten@example.com>\n    (reason: 550 5.1.1 User unknown)\n"
+LOTUS = (
+    "Your message\n\n  Subject: hello\n\nwas not delivered to:\n\n  eight@example.com\n\n"
+    "because:\n\n  User eight not listed\n"
+)
+GROUPWISE = (
+    "The message that you sent was undeliverable to the following:\n\tnine@example.com (user not found)\n"
+)
+SENDMAIL = (
+    "----- The following addresses had permanent fatal errors -----\n<ten@example.com>\n"
+    "    (reason: 550 5.1.1 User unknown)\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +66,9 @@ def test_formats(text: str, expected: list[str]) -> None:
 
 def test_the_returned_message_is_not_read_for_addresses() -> None:
     assert "someone@example.org" not in explanation_text(QMAIL)
-    text = "could not be delivered to:\n\n  gone@example.org\n\nReceived: x\nFrom: me@example.com\nTo: a@b.org\n"
+    text = (
+        "could not be delivered to:\n\n  gone@example.org\n\nReceived: x\nFrom: me@example.com\nTo: a@b.org\n"
+    )
     assert [f.email for f in failed_recipients_in_text(text)] == ["gone@example.org"]
 
 

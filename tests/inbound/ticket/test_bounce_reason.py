@@ -19,7 +19,11 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
         (None, "552 Message size exceeds fixed maximum message size", "message_too_large"),
         ("5.4.4", "Host or domain name not found. Name service error", "host_unknown"),
         (None, "550 No such domain at this location", "host_unknown"),
-        ("5.7.1", "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org", "spam_blocked"),
+        (
+            "5.7.1",
+            "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org",
+            "spam_blocked",
+        ),
         ("5.7.1", "550 5.7.1 Message rejected as spam by Content Filtering", "spam_blocked"),
         ("5.7.1", "553 you are trying to use me as a relay", "rejected"),
         ("5.7.1", "550 5.7.1 Unable to relay", "rejected"),
