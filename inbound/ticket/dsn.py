@@ -89,11 +89,17 @@ def _add_recipient(fields: dict[str, str], recipients: list[DsnRecipient]) -> No
     recipients.append(
         DsnRecipient(
             email=email,
-            action=fields.get("action", "").split()[0].lower() if fields.get("action", "").split() else "",
+            action=_action(fields.get("action", "")),
             status=status or status_code(fields.get("diagnostic-code", "")),
             diagnostic=fields.get("diagnostic-code", ""),
         )
     )
+
+
+def _action(value: str) -> str:
+    """The action, lower-case; the "failure" and "delay" some MTAs write read as "failed" and "delayed"."""
+    action = value.split()[0].lower() if value.split() else ""
+    return {"failure": "failed", "fail": "failed", "delay": "delayed"}.get(action, action)
 
 
 def address_of(value: str) -> str | None:

@@ -149,3 +149,17 @@ def test_no_tree_still_gives_a_result() -> None:
         headers, None, mail_from="", text="<gone@example.org>: 550 5.1.1 unknown user", report_type=None
     )
     assert result["recipients"] == ["gone@example.org"]
+
+
+def test_a_plain_text_delay_warning_is_a_delay_notice() -> None:
+    text = (
+        "This message was created automatically by mail delivery software.\n\nA message that you sent has "
+        "not yet been delivered to one or more of\nits recipients after 2 days.\n\nThe message has not yet "
+        "been delivered to the following addresses:\n\n  <late@example.com>\n    connection failed\n\n"
+        "No action is required on your part. Delivery attempts will continue for some time.\n"
+    )
+    result = _plain("Warning: message delayed 2 days", text)
+    assert (result["is_bounce"], result["type"], result["recipients"]) == (False, "delayed", [])
+    assert [(d["email"], d["kind"]) for d in result["recipients_detail"]] == [
+        ("late@example.com", "transient")
+    ]

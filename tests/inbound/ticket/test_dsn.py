@@ -39,6 +39,18 @@ def test_address_of(value: str, expected: str | None) -> None:
     assert address_of(value) == expected
 
 
+def test_nonstandard_actions_are_read() -> None:
+    report = read_delivery_status(
+        "Reporting-MTA: dns;x\n \nFinal-Recipient: rfc822;u@example.be\nAction: failure\n"
+        "Status: 553 Exceeded maximum inbound message size\n\n"
+        "Final-Recipient: rfc822;v@example.be\nAction: delay\n"
+    )
+    assert [(r.email, r.action, r.status) for r in report.recipients] == [
+        ("u@example.be", "failed", None),
+        ("v@example.be", "delayed", None),
+    ]
+
+
 def test_status_code() -> None:
     assert status_code("smtp; 550 5.1.10 RESOLVER.ADR.RecipientNotFound") == "5.1.10"
     assert status_code("550 no code here") is None
