@@ -72,6 +72,7 @@ _HEADER_OTHER = (
 )
 _HEADER_FROM_LINE = re.compile(rf"^\*?(?:{_HEADER_FROM})\s*\*?\s?[:：]", re.IGNORECASE)
 _HEADER_LINE = re.compile(rf"^\*?(?:{_HEADER_FROM}|{_HEADER_OTHER})\s*\*?\s?[:：]", re.IGNORECASE)
+_INLINE_HEADER = re.compile(r"\s(?:Date|Sent|To|Subject)\s?:\s*\S")
 _LIST_FOOTER_RULE = re.compile(r"^_{2,}$")
 _LIST_FOOTER_TEXT = re.compile(r"mailing\s+list|/listinfo/|unsubscribe", re.IGNORECASE)
 
@@ -143,7 +144,9 @@ def starts_header_block(lines: list[str], index: int) -> bool:
     following = [item.strip() for item in lines[index + 1 : index + _HEADER_BLOCK_LINES]]
     headers = sum(1 for item in following if _HEADER_LINE.match(item))
     if _HEADER_FROM_LINE.match(line):
-        return headers >= 2 or (headers >= 1 and bool(_ADDRESS.search(line)))
+        # "From: a@example.com Date: ..." on one line: an HTML header block rendered without its breaks.
+        same_line = bool(_ADDRESS.search(line)) and bool(_INLINE_HEADER.search(line))
+        return headers >= 2 or (headers >= 1 and bool(_ADDRESS.search(line))) or same_line
     # A date-first block ("Date:", then "To: addr"): two header lines, one naming an address.
     addressed = any(_HEADER_LINE.match(item) and _ADDRESS.search(item) for item in following[:2])
     return headers >= 3 or (headers >= 1 and addressed and bool(_DATE.search(line)))

@@ -48,7 +48,9 @@ def test_header_blocks() -> None:
     assert starts_header_block(["De : Alice", "Envoyé : lundi", "À : Bob"], 0)
     assert starts_header_block(["От: Alice", "Отправлено: 26 июня", "Кому: Alex"], 0)
     assert starts_header_block(["Date: Wed, 16 May 2012 00:15:02 -0600", "To: k@example.com"], 0)
+    assert starts_header_block(["From: bob@example.com Date: Thu, 24 Mar 2016 08:07:12 -0700", "Quoted"], 0)
     assert not starts_header_block(["From: the facilities team", "We will replace the printer."], 0)
+    assert not starts_header_block(["From: the team To: everyone", "We will replace the printer."], 0)
     assert not starts_header_block(["Date: tomorrow", "To: everyone"], 0)
 
 
