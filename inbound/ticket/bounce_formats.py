@@ -6,11 +6,14 @@ Each MTA words it differently; the shapes recognised, each tested with a sample:
   recipients ("could not be delivered to one or more of its recipients", "Delivery has failed to these
   recipients", "was not delivered to:", "The following addresses had permanent fatal errors") followed by
   a list of addresses, one a line, indented detail lines in between;
-- a sentence naming the address inline: "Your message to a@example.com couldn't be delivered",
+- a sentence or label naming the address inline: "Your message to a@example.com couldn't be delivered",
+  "Intended recipient: a@example.com", "Delivery failed 20 attempts: a@example.com", Exchange's X.400
+  "...;dda:SMTP=a@example.com", Exim's "(generated from a@example.com)",
   "Your message wasn't delivered to a@example.com", "delivery to a@example.com failed",
   "RCPT TO:<a@example.com>", "Original-Recipient: rfc822;a@example.com" pasted into the text.
-Reading stops at the copy of the returned message (its own headers name addresses that did not fail) and
-after `MAX_SCANNED_LINES` lines.
+Failing all of these, a bounce whose own words name one or two addresses (not its own, not a header line of
+the original) names the failed ones. Reading stops at the copy of the returned message (its own headers
+name addresses that did not fail) and after `MAX_SCANNED_LINES` lines.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ _ADDRESS_LINE = re.compile(
     rf"^\s*(?:[\"'][^\"']*[\"']\s*)?[<(\"']?(?:mailto:)?({_ADDRESS})[>)\"']?(?:\s|$|:|,|\.\.\.|;)"
 )
 _INLINE = re.compile(
-    rf"(?:your\s+message\s+to\s+<?({_ADDRESS})>?\s+(?:could\s?n[o']?t|was\s?n[o']?t|could\s+not|has\s+not|was\s+not)"
+    rf"(?:your\s+message\s+to\s+<?({_ADDRESS})>?\s+(?:could\s?n[o']?t|was\s?n[o']?t|could\s+not|has\s+not|was\s+not"
+    r"|was\s+(?:automatically\s+)?rejected|has\s+been\s+rejected|failed|bounced)"
+    rf"|\bSMTP=({_ADDRESS})"
+    rf"|delivery\s+failed\b[^:\n]{{0,80}}:\s*<?({_ADDRESS})>?"
+    rf"|^\s*(?:intended|original|failed|final|invalid|unknown)\s+recipient(?:\s+address)?:\s*<?({_ADDRESS})>?"
+    rf"|\(generated\s+from\s+<?({_ADDRESS})>?\)"
     rf"|(?:was\s?n[o']?t|was\s+not|could\s?n[o']?t\s+be|could\s+not\s+be)\s+delivered\s+to\s+<?({_ADDRESS})>?"
     rf"|deliver(?:y|ing)\s+(?:to|of\s+mail\s+to)\s+<?({_ADDRESS})>?\s+(?:has\s+)?failed"
     rf"|rcpt\s+to:?\s*<({_ADDRESS})>"
@@ -55,6 +63,9 @@ _RETURNED_MESSAGE = re.compile(
     r"|original\s+message\s+headers?|headers\s+of\s+your\s+(?:original\s+)?message)",
     re.IGNORECASE,
 )
+_ANY_ADDRESS = re.compile(_ADDRESS)
+_DAEMON_PREFIXES = ("mailer-daemon@", "postmaster@", "mail-daemon@", "mailerdaemon@")
+_MAX_LONE_ADDRESSES = 2
 _HEADER_LINE = re.compile(r"^(?:Received|Return-Path|Message-ID|From|To|Date|Subject|Cc):\s", re.IGNORECASE)
 
 
@@ -84,10 +95,24 @@ def failed_recipients_in_text(text: str, *, ignore: frozenset[str] = frozenset()
             collecting = False
         if _INTRODUCTION.search(line):
             collecting = True
+    if not found:  # no known shape: a bounce that names one or two addresses in its own words names them
+        found = _lone_addresses(lines, ignore)
     return [
         TextFailure(email=_original_case(lines[index], key), context=_context(lines, index))
         for key, index in found.items()
     ]
+
+
+def _lone_addresses(lines: list[str], ignore: frozenset[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        if _HEADER_LINE.match(line.lstrip()):
+            continue  # a quoted original "To:" names who was written to, not who failed
+        for match in _ANY_ADDRESS.finditer(line):
+            key = match.group(0).lower().rstrip(".")
+            if key not in ignore and not key.startswith(_DAEMON_PREFIXES):
+                found.setdefault(key, index)
+    return found if 0 < len(found) <= _MAX_LONE_ADDRESSES else {}
 
 
 def explanation_text(text: str) -> str:

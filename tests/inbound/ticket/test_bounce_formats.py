@@ -56,9 +56,38 @@ SENDMAIL = (
         (LOTUS, ["eight@example.com"]),
         (GROUPWISE, ["nine@example.com"]),
         (SENDMAIL, ["ten@example.com"]),
+        ("Intended recipient: i@example.net\n\nThe following mail has been returned.\n", ["i@example.net"]),
+        ("Delivery failed 20 attempts: d@example.ph\n", ["d@example.ph"]),
+        (
+            "did not reach the following recipient(s):\n\nc=US;a= ;p=X;dda:SMTP=x4@example.COM; on Fri\n",
+            ["x4@example.COM"],
+        ),
+        (
+            "could not be delivered:\n\n  an undisclosed address\n    (generated from g@example.com)\n",
+            ["g@example.com"],
+        ),
+        ("Your message to <r@example.com> was automatically rejected:\nQuota exceeded\n", ["r@example.com"]),
+        ("Sorry.\n  To: list@example.org\nThe mailbox lone@example.org is closed.\n", ["lone@example.org"]),
         ("no addresses here", []),
     ],
-    ids=["qmail", "exim", "exchange", "o365", "gmail", "postfix", "lotus", "groupwise", "sendmail", "none"],
+    ids=[
+        "qmail",
+        "exim",
+        "exchange",
+        "o365",
+        "gmail",
+        "postfix",
+        "lotus",
+        "groupwise",
+        "sendmail",
+        "intended recipient",
+        "smtp32",
+        "x400",
+        "exim generated from",
+        "rejected",
+        "lone address",
+        "none",
+    ],
 )
 def test_formats(text: str, expected: list[str]) -> None:
     assert [failure.email for failure in failed_recipients_in_text(text)] == expected
@@ -75,6 +104,11 @@ def test_the_returned_message_is_not_read_for_addresses() -> None:
 def test_the_context_holds_the_servers_words() -> None:
     (failure,) = failed_recipients_in_text(QMAIL)
     assert "550 5.1.1 unknown user" in failure.context
+
+
+def test_many_loose_addresses_name_nobody() -> None:
+    text = "Sorry.\nContact a@example.org, b@example.org or c@example.org for help.\n"
+    assert failed_recipients_in_text(text) == []
 
 
 def test_ignored_addresses_and_bounded_scan() -> None:
