@@ -9,8 +9,9 @@ Sources, most trusted first:
 3. flufl.bounce's MTA-specific detectors, then the bounce's text as read by `inbound.ticket.bounce_formats`
    (qmail, Exim, Exchange, Gmail, Yahoo, ...) where flufl finds nothing; the text gives every address the
    server's words around it, for the reason.
-A message without a report is only taken for a bounce when it comes from the null sender or a mailer daemon
-and something says it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
+A report whose multipart boundary is mangled is still read, from the unsplit body. A message without a
+report is only taken for a bounce when it comes from the null sender or a mailer daemon and something says
+it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
 ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces.
 
 The ticket's `bounce`: `is_bounce`, `type` (`failed` | `delayed` | `feedback_report` | null), `recipients`
@@ -65,6 +66,10 @@ _FAILED_RECIPIENTS_HEADER = "x-failed-recipients"
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 _MAX_HEADER_ADDRESSES = 100
 _MAX_REPORT_BYTES = 256 * 1024
+_MAX_UNSPLIT_BYTES = 1024 * 1024
+_REPORT_PART_HEADER = re.compile(
+    r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
+)
 MAX_FLUFL_PARTS = 64
 MAX_FLUFL_CHARS = 512 * 1024
 
@@ -85,8 +90,11 @@ def detect_bounce(
     is the MIME tree when the message could be parsed."""
     if report_type == "feedback-report":
         return {**no_bounce(), "type": "feedback_report"}
-    text = text or ""
+    unsplit = _unsplit_body(root)
+    text = text or unsplit or ""
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
+    if not reports and unsplit:
+        reports = [read_delivery_status(report).recipients for report in _reports_in_unsplit_body(unsplit)]
     records = [record for report in reports for record in report]
     failed = [
         r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
@@ -179,6 +187,19 @@ def _report_parts(root: Message | None) -> Iterator[Message]:
         elif part.is_multipart() and not content_type.startswith("message/") and depth < MAX_DEPTH:
             children = [child for child in part.get_payload() if isinstance(child, Message)]
             stack.extend((child, depth + 1) for child in reversed(children))
+
+
+def _unsplit_body(root: Message | None) -> str | None:
+    """The body of a multipart whose boundary could not be used (a mangled Content-Type), as text."""
+    if root is None or root.is_multipart() or root.get_content_maintype() != "multipart":
+        return None
+    return decode_bytes(part_bytes(root)[:_MAX_UNSPLIT_BYTES], None)
+
+
+def _reports_in_unsplit_body(body: str) -> list[str]:
+    """The delivery-status block(s) of an unsplit report: the text after its part header."""
+    match = _REPORT_PART_HEADER.search(body)
+    return [body[match.end() : match.end() + _MAX_REPORT_BYTES]] if match else []
 
 
 def _report_text(part: Message) -> str:
