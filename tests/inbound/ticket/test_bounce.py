@@ -169,7 +169,8 @@ def test_a_report_with_a_mangled_boundary_is_read_from_the_unsplit_body() -> Non
     result = _bounce(
         "From: MAILER-DAEMON@mx.example.com\nSubject: Undelivered Mail Returned to Sender\n"
         'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="b/x" Message-Id: <1@x>\n\n'
-        "--b/x\nContent-Type: text/plain\n\nThe mail system\n\n--b/x\nContent-Type: message/delivery-status\n\n"
+        "--b/x\nContent-Type: text/plain\n\nThe mail system\n\n"
+        "--b/x\nContent-Type: message/delivery-status\n\n"
         "Reporting-MTA: dns; x\n\nFinal-Recipient: rfc822; gf@example.co.uk\nAction: failed\nStatus: 5.0.0\n"
         "Diagnostic-Code: smtp; 550 Probable Spam\n\n--b/x--\n",
     )
