@@ -23,6 +23,7 @@ ATTRIBUTION_LINES = 6
 MAX_ATTRIBUTION_CHARS = 600
 _HEADER_BLOCK_LINES = 7
 _VERB_TAIL_CHARS = 40
+_ADDRESS_TAIL_CHARS = 320
 
 _WROTE = (
     r"wrote|writes|sent|a\s+écrit|écrit|schrieb|schreef|(?:het\s+volgende\s+)?geschreven|skrev|skrivit"
@@ -39,6 +40,7 @@ _ATTRIBUTION_START = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,?|[-\s]*-{2,}\s*\S)",
     re.IGNORECASE,
 )
+_BRACKETED_ADDRESS_END = re.compile(r"[<(\[]\s*(?:mailto:)?[\w.+-]+@[\w-]+(?:\.[\w-]+)+\s*[>)\]]\s*[:：]?$")
 _START_WORD = re.compile(r"(?:On|Am|Le|El|Em|Op|Il|Den|På|W\s+dniu|Dne)\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _DATE = re.compile(r"\d{1,4}[-./]\d{1,2}[-./]\d{1,4}|\d{1,2}:\d{2}|\b(?:19|20)\d\d\b")
@@ -118,11 +120,11 @@ def _is_attribution(candidate: str, *, dashed: bool) -> bool:
         )
     if candidate.endswith(":") and _NAME_AFTER_VERB_END.search(candidate):
         return True
-    # Date first, then a name and address, no verb: "2014-10-17 11:28 GMT+03:00 Name <addr>:".
+    # Date first, then a name and a bracketed address, no verb: "2014-10-17 11:28 GMT+03:00 Name <addr>:".
+    # The brackets keep "On 2 May we sent it to bob@example.com:" a sentence.
     return (
-        candidate.endswith((":", "：", ">"))
+        bool(_BRACKETED_ADDRESS_END.search(candidate[-_ADDRESS_TAIL_CHARS:]))
         and bool(_DATE.search(candidate[:80]))
-        and bool(_ADDRESS.search(candidate))
         and not _HEADER_LINE.match(candidate)
     )
 

@@ -36,6 +36,7 @@ def test_attributions(text: str, end: int) -> None:
         "On my side, I sent:",  # "sent" needs a date or an address
         "> On Mon, 2 Nov 2026, Alice <a@example.com> wrote:",  # quoted: part of the history itself
         "Here is what I wrote:",
+        "On 2 May 2026 we sent it to bob@example.com:",  # a sentence: no bracketed address
         "On\n\n\n\nwrote:",
     ],
 )
