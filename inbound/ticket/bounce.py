@@ -1,119 +1,268 @@
-"""Is this message a bounce, and which recipients failed?
+"""Is this message a bounce, which recipients failed, and why?
 
-Standard delivery-status notifications (RFC 3464: multipart/report; report-type=delivery-status) are read
-field by field. Older MTAs (qmail, Exim without DSN, Exchange NDRs) send plain text from MAILER-DAEMON or
-postmaster; those are recognised by sender and subject, and their failed addresses are read from the lines
-that follow a "could not be delivered" sentence, or from "<address>:" lines.
+Sources, most trusted first:
+1. RFC 3464 reports: every `message/delivery-status` part outside a returned message, read by
+   `inbound.ticket.dsn` (bounded; `Original-Recipient` preferred). Recipients whose action is "failed" make
+   a bounce; a report whose recipients are only "delayed" is a delay notice, not a bounce; "delivered",
+   "relayed" and "expanded" reports are receipts.
+2. `X-Failed-Recipients` (Exim and others): the failed addresses, listed by the MTA itself.
+3. flufl.bounce's MTA-specific detectors, then the bounce's text as read by `inbound.ticket.bounce_formats`
+   (qmail, Exim, Exchange, Gmail, Yahoo, ...) where flufl finds nothing; the text gives every address the
+   server's words around it, for the reason.
+A report whose multipart boundary is mangled is still read, from the unsplit body. A message without a
+report is only taken for a bounce when it comes from the null sender or a mailer daemon and something says
+it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
+ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces.
+
+The ticket's `bounce`: `is_bounce`, `type` (`failed` | `delayed` | `feedback_report` | null), `recipients`
+(the failed addresses) and `recipients_detail` (`{email, status, kind, reason}`; see
+`inbound.ticket.bounce_reason`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator, Sequence
 from email.message import Message
 from typing import Any
 
-from inbound.ticket.mime_text import decode_bytes, header_str
-from inbound.ticket.mime_tree import part_bytes
+from flufl.bounce import all_failures
 
-_DAEMON_LOCAL_PARTS = frozenset({"mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster"})
+from inbound.ticket.bounce_formats import explanation_text, failed_recipients_in_text
+from inbound.ticket.bounce_reason import classify_failure, failure_reason
+from inbound.ticket.dsn import DsnRecipient, read_delivery_status, status_code
+from inbound.ticket.mime_text import decode_bytes
+from inbound.ticket.mime_tree import MAX_DEPTH, part_bytes
+
+log = logging.getLogger("postroom.bounce")
+
+_REPORT_TYPES = frozenset(
+    {"message/delivery-status", "message/global-delivery-status", "message/xdelivery-status"}
+)
+_NOT_FAILED_ACTIONS = frozenset({"delayed", "delivered", "relayed", "expanded"})
+_DAEMON_SENDER = re.compile(
+    r"mailer-?daemon|mail-daemon|postmaster|mail\s*delivery\s*(?:sub)?system|mail\.delivery|mdaemon"
+    r"|^\s*<>\s*$|<>",
+    re.IGNORECASE,
+)
 _BOUNCE_SUBJECT = re.compile(
-    r"undeliver|delivery (?:status notification \(fail|fail|has failed|problem)|returned mail"
-    r"|mail delivery (?:failed|subsystem)|failure notice|could not be delivered|non-?delivery",
+    r"undeliver|delivery\s+(?:status\s+notification|report|notification|fail|has\s+failed|problem|error)"
+    r"|returned\s+mail|returning\s+to\s+sender|mail\s+delivery\s+(?:failed|subsystem)|failure\s+(?:notice|delivery)"
+    r"|could\s+not\s+be\s+delivered|non-?deliver|not\s+delivered|failed\s+mail|mail\s+failed|delivery\s+status"
+    r"|unzustellbar|non\s+remis|onbestelbaar|no\s+se\s+puede\s+entregar|user\s+unknown|rejected\s+mail"
+    r"|processing\s+error|returned\s+to\s+sender|nicht\s+zustellbar",
     re.IGNORECASE,
 )
-_FAILED_INTRODUCTION = re.compile(
-    r"fail|could not be delivered|couldn't be delivered|undeliverable|permanent error|unable to deliver",
+# A warning that delivery is late, not failed ("will keep trying", "Delivery Status Notification (Delay)").
+_DELAY_NOTICE = re.compile(
+    r"warning\s+message\s+only|will\s+(?:continue\s+to\s+try|keep\s+trying|retry|try\s+again)"
+    r"|still\s+(?:trying|being\s+retried)|has\s+not\s+(?:yet\s+)?been\s+delivered\s+yet|\(delay\)"
+    r"|delivery\s+(?:delayed|delay|warning)|delayed\s+mail|not\s+yet\s+been\s+delivered|no\s+action\s+is\s+required"
+    r"|^warning:.*\bdelayed\b|postponed",
     re.IGNORECASE,
 )
-_ADDRESS = r"[^\s<>@\"'(),;:\[\]]+@[^\s<>@\"'(),;:\[\]]+"
-_ANGLED_ADDRESS_LINE = re.compile(rf"^\s*<({_ADDRESS})>:")  # qmail, Postfix without DSN
-_ADDRESS_LINE = re.compile(rf"^\s*<?({_ADDRESS})>?(?:\s|$|:)")
-_MAX_SCANNED_LINES = 300
-_FAILED_STATUS_CLASS = "5"
+_FAILED_RECIPIENTS_HEADER = "x-failed-recipients"
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
+_MAX_HEADER_ADDRESSES = 100
+_MAX_REPORT_BYTES = 256 * 1024
+_MAX_UNSPLIT_BYTES = 1024 * 1024
+_REPORT_PART_HEADER = re.compile(
+    r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
+)
+MAX_FLUFL_PARTS = 64
+MAX_FLUFL_CHARS = 512 * 1024
+
+
+def no_bounce() -> dict[str, Any]:
+    return {"is_bounce": False, "type": None, "recipients": [], "recipients_detail": []}
 
 
 def detect_bounce(
-    delivery_reports: list[Message],
+    header_lines: Sequence[Sequence[str]],
+    root: Message | None,
     *,
-    sender: str | None,
-    subject: str | None,
     mail_from: str,
     text: str | None,
+    report_type: str | None,
 ) -> dict[str, Any]:
-    """`{"is_bounce": bool, "recipients": [failed addresses]}` for the ticket."""
-    if delivery_reports:
-        return _from_delivery_reports(delivery_reports)
-    if _looks_like_plain_bounce(sender, subject, mail_from):
-        return {"is_bounce": True, "recipients": _failed_addresses_in_text(text or "")}
-    return {"is_bounce": False, "recipients": []}
+    """The ticket's `bounce` object. `header_lines` are the top-level (name, decoded value) pairs; `root`
+    is the MIME tree when the message could be parsed."""
+    if report_type == "feedback-report":
+        return {**no_bounce(), "type": "feedback_report"}
+    unsplit = _unsplit_body(root)
+    text = text or unsplit or ""
+    reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
+    if not reports and unsplit:
+        reports = [read_delivery_status(report).recipients for report in _reports_in_unsplit_body(unsplit)]
+    records = [record for report in reports for record in report]
+    failed = [
+        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
+    ]
+    if failed:
+        return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
+    delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
+    if delayed:
+        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
+    if records:
+        return no_bounce()  # only "delivered" or "relayed": a receipt
+    sender = _first(header_lines, "from") or ""
+    subject = _first(header_lines, "subject") or ""
+    automatic_sender = mail_from.strip() in ("", "<>") or bool(_DAEMON_SENDER.search(sender))
+    if not automatic_sender:
+        return no_bounce()
+    header_failed = _header_addresses(_first(header_lines, _FAILED_RECIPIENTS_HEADER))
+    evidence = header_failed or reports or _BOUNCE_SUBJECT.search(subject) or _DELAY_NOTICE.search(subject)
+    flufl = _flufl(root)
+    if not (evidence or any(flufl)):
+        return no_bounce()
+    return _from_text(text, subject, flufl, header_failed, ignore=_own_addresses(sender, mail_from))
 
 
-def _from_delivery_reports(reports: list[Message]) -> dict[str, Any]:
-    failed: list[str] = []
-    recipient_blocks = 0
-    for report in reports:
-        for block in _field_blocks(report)[1:]:  # the first block describes the reporting MTA
-            recipient = _recipient(block)
-            if recipient is None:
-                continue
-            recipient_blocks += 1
-            action = block.get("action", "").lower()
-            status = block.get("status", "").strip()
-            if action == "failed" or (not action and status.startswith(_FAILED_STATUS_CLASS)):
-                failed.append(recipient)
-    # Reports saying only "delayed" or "delivered" are not bounces; a report naming nobody is treated
-    # as one, since it cannot be shown to be anything else.
-    return {"is_bounce": bool(failed) or recipient_blocks == 0, "recipients": list(dict.fromkeys(failed))}
+def _from_text(
+    text: str,
+    subject: str,
+    flufl: tuple[list[str], list[str]],
+    header_failed: list[str],
+    *,
+    ignore: frozenset[str],
+) -> dict[str, Any]:
+    explanation = explanation_text(text)
+    in_text = {failure.email.lower(): failure for failure in failed_recipients_in_text(text, ignore=ignore)}
+    temporary, permanent = flufl
+    if not (header_failed or permanent) and (temporary or _DELAY_NOTICE.search(f"{subject}\n{explanation}")):
+        waiting = [a for a in temporary if a not in ignore] or list(in_text)
+        return _delayed([_text_detail(address, "", explanation, action="delayed") for address in waiting])
+    # flufl.bounce's MTA-specific detectors before the generic text reader: on the corpus's
+    # BounceParser samples both find every address, on flufl.bounce's own samples flufl misses fewer.
+    addresses = header_failed or [a for a in permanent if a not in ignore] or list(in_text)
+    details = []
+    for address in addresses:
+        failure = in_text.get(address.lower())
+        context = failure.context if failure else ""
+        details.append(_text_detail(failure.email if failure else address, context, explanation))
+    return _result("failed", details)
 
 
-def _field_blocks(report: Message) -> list[dict[str, str]]:
-    """The report's blocks of "Name: value" fields; names lower-case."""
-    if report.is_multipart():  # parsed into one header block per message
-        return [
-            {str(name).lower(): header_str(str(value)) for name, value in block.raw_items()}
-            for block in report.get_payload()
-            if isinstance(block, Message)
-        ]
-    blocks: list[dict[str, str]] = []
-    for chunk in re.split(r"\n[ \t]*\n", decode_bytes(part_bytes(report), None).replace("\r\n", "\n")):
-        fields: dict[str, str] = {}
-        for line in chunk.replace("\n ", " ").replace("\n\t", " ").split("\n"):
-            name, colon, value = line.partition(":")
-            if colon:
-                fields.setdefault(name.strip().lower(), value.strip())
-        if fields:
-            blocks.append(fields)
-    return blocks
+def _result(kind: str, details: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "is_bounce": True,
+        "type": kind,
+        "recipients": [detail["email"] for detail in details],
+        "recipients_detail": details,
+    }
 
 
-def _recipient(block: dict[str, str]) -> str | None:
-    value = block.get("final-recipient") or block.get("original-recipient")
-    if not value:
+def _delayed(details: list[dict[str, Any]]) -> dict[str, Any]:
+    """A delay notice: not a bounce, nobody has failed yet; the details say who is waiting."""
+    return {"is_bounce": False, "type": "delayed", "recipients": [], "recipients_detail": details}
+
+
+def _dsn_detail(record: DsnRecipient, text: str) -> dict[str, Any]:
+    action = "delayed" if record.action == "delayed" or (not record.action and _is_4xx(record)) else "failed"
+    kind, reason = classify_failure(record.status, record.diagnostic, action=action)
+    if reason == "other" or not record.diagnostic:
+        reason = failure_reason(record.status, f"{record.diagnostic}\n{explanation_text(text)}")
+    return {"email": record.email, "status": record.status, "kind": kind, "reason": reason}
+
+
+def _text_detail(email: str, context: str, explanation: str, *, action: str = "failed") -> dict[str, Any]:
+    status = status_code(context) or status_code(explanation)
+    kind, reason = classify_failure(status, context, action=action)
+    if reason == "other" or not context:
+        reason = failure_reason(status, f"{context}\n{explanation}")
+    return {"email": email, "status": status, "kind": kind, "reason": reason}
+
+
+def _report_parts(root: Message | None) -> Iterator[Message]:
+    """Delivery-status parts, not descending into returned messages (their reports are old news)."""
+    if root is None:
+        return
+    stack: list[tuple[Message, int]] = [(root, 0)]
+    while stack:
+        part, depth = stack.pop()
+        content_type = part.get_content_type()
+        if content_type in _REPORT_TYPES:
+            yield part
+        elif part.is_multipart() and not content_type.startswith("message/") and depth < MAX_DEPTH:
+            children = [child for child in part.get_payload() if isinstance(child, Message)]
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+
+def _unsplit_body(root: Message | None) -> str | None:
+    """The body of a multipart whose boundary could not be used (a mangled Content-Type), as text."""
+    if root is None or root.is_multipart() or root.get_content_maintype() != "multipart":
         return None
-    address = value.rpartition(";")[2].strip().removeprefix("<").removesuffix(">").strip()
-    return address or None
+    return decode_bytes(part_bytes(root)[:_MAX_UNSPLIT_BYTES], None)
 
 
-def _looks_like_plain_bounce(sender: str | None, subject: str | None, mail_from: str) -> bool:
-    local_part = (sender or "").rpartition("@")[0] or (sender or "")
-    from_daemon = local_part.lower() in _DAEMON_LOCAL_PARTS or mail_from.strip() in ("", "<>")
-    return from_daemon and bool(_BOUNCE_SUBJECT.search(subject or ""))
+def _reports_in_unsplit_body(body: str) -> list[str]:
+    """The delivery-status block(s) of an unsplit report: the text after its part header."""
+    match = _REPORT_PART_HEADER.search(body)
+    return [body[match.end() : match.end() + _MAX_REPORT_BYTES]] if match else []
 
 
-def _failed_addresses_in_text(text: str) -> list[str]:
-    """Addresses on "<address>:" lines, and those listed after a sentence announcing failed recipients.
+def _report_text(part: Message) -> str:
+    return decode_bytes(part_bytes(part)[:_MAX_REPORT_BYTES], part.get_content_charset())
 
-    A list runs until the first unindented line that is not an address (indented lines are details).
-    """
-    found: list[str] = []
-    collecting = False
-    for line in text.split("\n", _MAX_SCANNED_LINES)[:_MAX_SCANNED_LINES]:
-        match = _ANGLED_ADDRESS_LINE.match(line) or (_ADDRESS_LINE.match(line) if collecting else None)
-        if match:
-            found.append(match.group(1))
-            continue
-        if collecting and line.strip() and not line[0].isspace():
-            collecting = False
-        if _FAILED_INTRODUCTION.search(line):
-            collecting = True
-    return list(dict.fromkeys(address.rstrip(".") for address in found))
+
+def _flufl(root: Message | None) -> tuple[list[str], list[str]]:
+    """flufl.bounce's (temporary, permanent) failed addresses, lower-case; ([], []) when it fails."""
+    if root is None or not _small_enough_for_flufl(root):
+        return [], []
+    try:
+        temporary, permanent = all_failures(root)
+    except Exception:  # a third-party reader on hostile input: its failure must not cost the ticket
+        log.debug("flufl.bounce failed on a bounce candidate", exc_info=True)
+        return [], []
+    return _decoded_addresses(temporary), _decoded_addresses(permanent)
+
+
+def _small_enough_for_flufl(root: Message) -> bool:
+    """flufl.bounce walks every part for each of its detectors, and every line of every part for some:
+    only messages of a few parts and a bounded size are given to it (real bounces are both)."""
+    size = 0
+    for count, part in enumerate(root.walk()):
+        if count >= MAX_FLUFL_PARTS:
+            return False
+        payload = part.get_payload()
+        size += len(payload) if isinstance(payload, str) else 0
+        if size > MAX_FLUFL_CHARS:
+            return False
+    return True
+
+
+def _decoded_addresses(found: Any) -> list[str]:
+    addresses = (a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in found)
+    return sorted({address.strip("<>").lower() for address in addresses if "@" in address})
+
+
+def _first(header_lines: Sequence[Sequence[str]], name: str) -> str | None:
+    return next(
+        (str(line[1]) for line in header_lines if len(line) == 2 and str(line[0]).lower() == name), None
+    )
+
+
+def _header_addresses(value: str | None) -> list[str]:
+    found = _ADDRESS.findall(value or "")[:_MAX_HEADER_ADDRESSES]
+    return list(dict.fromkeys(address.strip(".") for address in found))
+
+
+def _own_addresses(sender: str, mail_from: str) -> frozenset[str]:
+    """The bounce's own sender addresses: never a failed recipient."""
+    return frozenset(address.lower() for address in _ADDRESS.findall(f"{sender} {mail_from}"))
+
+
+def _unique(records: list[DsnRecipient]) -> list[DsnRecipient]:
+    seen: dict[str, DsnRecipient] = {}
+    for record in records:
+        seen.setdefault(record.email.lower(), record)
+    return list(seen.values())
+
+
+def _is_5xx(record: DsnRecipient) -> bool:
+    return (record.status or "").startswith("5")
+
+
+def _is_4xx(record: DsnRecipient) -> bool:
+    return (record.status or "").startswith("4")

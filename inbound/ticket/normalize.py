@@ -23,21 +23,23 @@ from typing import Any
 
 from inbound.ticket.attachments import attachment_records
 from inbound.ticket.autoreply import classify
-from inbound.ticket.bounce import detect_bounce
+from inbound.ticket.bounce import detect_bounce, no_bounce
 from inbound.ticket.field_errors import FieldErrors
+from inbound.ticket.html_reply import strip_html_reply
 from inbound.ticket.html_text import MAX_HTML_INPUT_CHARS, html_to_text
 from inbound.ticket.mail_headers import HeaderFields, Mailbox, first_message_id, iso_date, message_ids
 from inbound.ticket.mime_tree import MimeNotes, parse_header_section, parse_mime
 from inbound.ticket.mime_walk import MimeContent, collect_content
-from inbound.ticket.reply_strip import strip_reply
+from inbound.ticket.reply_strip import Reply, split_reply
 
 # Fields added in transit (by relays or by Postroom itself) rather than by the message's author.
 _TRACE_FIELDS = frozenset(
     {"received", "return-path", "delivered-to", "x-original-to", "authentication-results", "received-spf"}
 )
 _TRACE_PREFIXES = ("arc-", "x-spam", "x-virus", "x-postroom")
-_NO_BOUNCE: dict[str, Any] = {"is_bounce": False, "recipients": []}
 _NOT_AUTOMATIC: tuple[bool, str | None] = (False, None)
+_NO_REPLY = Reply("", None)
+_NO_REPLIES: tuple[Reply, str | None] = (_NO_REPLY, None)
 _NO_IDS: list[str] = []
 
 
@@ -80,23 +82,27 @@ def normalize_message(
         text = errors.compute("text", lambda: html_to_text(html), None)
         if len(html) > MAX_HTML_INPUT_CHARS:
             errors.add("text", f"made from the first {MAX_HTML_INPUT_CHARS} characters of the HTML")
+    reply, html_reply = errors.compute(
+        "stripped_text_reply", lambda: _replies(text, content.text, html), _NO_REPLIES
+    )
     senders: list[Mailbox] = errors.compute("from", lambda: headers.mailboxes("from"), [])
     subject = headers.first("subject")
+    # Classification reads the raw header lines (and the tree when there is one), so it works even when the
+    # structured parse fell back.
     bounce = errors.compute(
         "bounce",
         lambda: detect_bounce(
-            content.delivery_reports,
-            sender=senders[0]["email"] if senders else headers.first("from"),
-            subject=subject,
-            mail_from=mail_from,
-            text=text,
+            headers.ordered, root, mail_from=mail_from, text=text, report_type=content.report_type
         ),
-        _NO_BOUNCE,
+        no_bounce(),
     )
     auto_submitted, auto_submitted_reason = errors.compute(
         "auto_submitted",
         lambda: classify(
-            headers, mail_from=mail_from, is_bounce=bounce["is_bounce"], report_type=content.report_type
+            headers.ordered,
+            mail_from=mail_from,
+            is_bounce=bounce["is_bounce"],
+            report_type=content.report_type,
         ),
         _NOT_AUTOMATIC,
     )
@@ -116,7 +122,9 @@ def normalize_message(
         "cc": errors.compute("cc", lambda: headers.mailboxes("cc"), no_mailboxes),
         "text": text,
         "html": html,
-        "stripped_text_reply": _stripped_reply(text, errors),
+        "stripped_text_reply": reply.text if text is not None else None,
+        "stripped_signature": reply.signature,
+        "stripped_html_reply": html_reply,
         "attachments": attachment_records(
             content.attachments, max_inline_bytes=max_inline_attachment_bytes, errors=errors
         ),
@@ -134,10 +142,17 @@ def normalize_message(
     return message
 
 
-def _stripped_reply(text: str | None, errors: FieldErrors) -> str | None:
-    if text is None:
-        return None
-    return errors.compute("stripped_text_reply", lambda: strip_reply(text), None)
+def _replies(text: str | None, plain: str | None, html: str | None) -> tuple[Reply, str | None]:
+    """The text reply (with its signature) and the HTML reply. For HTML-only mail the text reply is read
+    from the stripped HTML, not from the whole HTML's text."""
+    html_reply = strip_html_reply(html) if html is not None else None
+    if plain is not None:
+        return split_reply(plain), html_reply.html if html_reply else None
+    if html_reply is not None:
+        return split_reply(html_reply.text), html_reply.html
+    if text is not None:
+        return split_reply(text), None
+    return _NO_REPLY, None
 
 
 def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -> dict[str, Any]:
@@ -155,11 +170,13 @@ def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -
         "text": None,
         "html": None,
         "stripped_text_reply": None,
+        "stripped_signature": None,
+        "stripped_html_reply": None,
         "attachments": [],
         "headers": [],
         "auto_submitted": False,
         "auto_submitted_reason": None,
-        "bounce": {"is_bounce": False, "recipients": []},
+        "bounce": no_bounce(),
         "raw": _raw_summary(raw, keep_content=True, max_bytes=max_inline_attachment_bytes),
         "parse_error": error,
         "parse_errors": [{"field": "*", "reason": error}],

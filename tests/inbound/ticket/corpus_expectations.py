@@ -17,7 +17,22 @@ ACME = [{"name": "Acme Support", "email": SUPPORT}]
 BARE_SUPPORT = [{"name": None, "email": SUPPORT}]
 OUT_OF_OFFICE = "I am out of the office until Monday and will reply when I am back.\n"
 NOT_AUTOMATIC = {"auto_submitted": False, "auto_submitted_reason": None}
-NO_BOUNCE = {"is_bounce": False, "recipients": []}
+NO_BOUNCE = {"is_bounce": False, "type": None, "recipients": [], "recipients_detail": []}
+
+
+def _failed(*details: tuple[str, str, str]) -> dict[str, Any]:
+    """A bounce's expected `bounce` object from (email, status, reason) of permanently failed recipients."""
+    return {
+        "is_bounce": True,
+        "type": "failed",
+        "recipients": [email for email, _, _ in details],
+        "recipients_detail": [
+            {"email": email, "status": status, "kind": "permanent", "reason": reason}
+            for email, status, reason in details
+        ],
+    }
+
+
 # The well-known 43-byte transparent 1x1 GIF used by the related-parts fixture.
 GIF_1X1 = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
@@ -296,7 +311,9 @@ AUTOMATIC: dict[str, dict[str, Any]] = {
 BOUNCES: dict[str, dict[str, Any]] = {
     "dsn-postfix-failed": {
         "from": {"name": "Mail Delivery System", "email": "MAILER-DAEMON@mx.acme.example"},
-        "bounce": {"is_bounce": True, "recipients": ["nobody@example.org", "gone@example.net"]},
+        "bounce": _failed(
+            ("nobody@example.org", "5.1.1", "user_unknown"), ("gone@example.net", "5.1.1", "user_unknown")
+        ),
         "auto_submitted": True,
         "auto_submitted_reason": "auto-submitted:auto-replied",
         "text_contains": ["could not\nbe delivered"],
@@ -310,7 +327,7 @@ BOUNCES: dict[str, dict[str, Any]] = {
         ],
     },
     "dsn-exchange-failed": {
-        "bounce": {"is_bounce": True, "recipients": ["jane@exchange.example.com"]},
+        "bounce": _failed(("jane@exchange.example.com", "5.1.10", "user_unknown")),
         "auto_submitted": True,
         "auto_submitted_reason": "bounce",
         "attachments": [
@@ -319,16 +336,23 @@ BOUNCES: dict[str, dict[str, Any]] = {
         ],
     },
     "dsn-delayed": {
-        "bounce": NO_BOUNCE,
+        "bounce": {
+            "is_bounce": False,
+            "type": "delayed",
+            "recipients": [],
+            "recipients_detail": [
+                {"email": "slow@example.org", "status": "4.4.7", "kind": "transient", "reason": "expired"}
+            ],
+        },
         "auto_submitted": True,
         "auto_submitted_reason": "report:delivery-status",
     },
     "bounce-exim-mailer-daemon": {
-        "bounce": {"is_bounce": True, "recipients": ["nobody@example.org"]},
+        "bounce": _failed(("nobody@example.org", "5.1.1", "user_unknown")),
         "auto_submitted_reason": "bounce",
     },
     "bounce-qmail": {
-        "bounce": {"is_bounce": True, "recipients": ["nobody@example.net"]},
+        "bounce": _failed(("nobody@example.net", "5.1.1", "user_unknown")),
         "auto_submitted_reason": "bounce",
     },
 }

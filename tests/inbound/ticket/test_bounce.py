@@ -1,81 +1,179 @@
 from __future__ import annotations
 
-from email.message import Message
+from typing import Any
 
-from inbound.ticket.bounce import detect_bounce
+from inbound.ticket.bounce import MAX_FLUFL_PARTS, _small_enough_for_flufl, detect_bounce
+from inbound.ticket.mail_headers import HeaderFields
 from inbound.ticket.mime_tree import parse_mime
-from inbound.ticket.mime_walk import collect_content
-
-
-def _reports(*blocks: str) -> list[Message]:
-    """The delivery-status parts of a DSN whose report consists of `blocks`."""
-    report = "\r\n\r\n".join(blocks)
-    raw = (
-        "From: MAILER-DAEMON@mx.example.com\r\nSubject: Delivery Status Notification\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
-        "--r\r\nContent-Type: text/plain\r\n\r\nSee the report.\r\n"
-        f"--r\r\nContent-Type: message/delivery-status\r\n\r\n{report}\r\n--r--\r\n"
-    ).encode()
-    return collect_content(parse_mime(raw)).delivery_reports
-
-
-def _dsn(*blocks: str) -> dict[str, object]:
-    return detect_bounce(_reports(*blocks), sender=None, subject=None, mail_from="", text=None)
-
 
 MTA = "Reporting-MTA: dns; mx.example.com"
 
 
-def test_failed_recipients_of_a_delivery_status_report() -> None:
+def _bounce(raw: str, *, mail_from: str = "", text: str | None = None, report_type: str | None = None) -> Any:
+    root = parse_mime(raw.replace("\n", "\r\n").encode())
+    headers = HeaderFields.read(root).ordered
+    return detect_bounce(headers, root, mail_from=mail_from, text=text, report_type=report_type)
+
+
+def _dsn(*blocks: str, text: str = "See the report.") -> Any:
+    report = "\n\n".join(blocks)
+    return _bounce(
+        "From: MAILER-DAEMON@mx.example.com\nSubject: Delivery Status Notification\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n'
+        f"--r\nContent-Type: text/plain\n\n{text}\n"
+        f"--r\nContent-Type: message/delivery-status\n\n{report}\n--r--\n",
+        text=text,
+        report_type="delivery-status",
+    )
+
+
+def _plain(subject: str, text: str, *, sender: str = "MAILER-DAEMON@mx.example.com", mail_from: str = "",
+           extra: str = "") -> Any:  # fmt: skip
+    return _bounce(f"From: {sender}\nSubject: {subject}\n{extra}\n{text}", mail_from=mail_from, text=text)
+
+
+def test_failed_recipients_of_a_delivery_status_report_with_detail() -> None:
     result = _dsn(
         MTA,
-        "Final-Recipient: rfc822; a@example.org\r\nAction: failed\r\nStatus: 5.1.1",
-        "Final-Recipient: rfc822;<b@example.org>\r\nAction: FAILED\r\nStatus: 5.2.2",
-        "Final-Recipient: rfc822; ok@example.org\r\nAction: delivered\r\nStatus: 2.0.0",
-        "Final-Recipient: rfc822; a@example.org\r\nAction: failed\r\nStatus: 5.1.1",
+        "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1",
+        "Final-Recipient: rfc822;<b@example.org>\nAction: FAILED\nStatus: 5.2.2\n"
+        "Diagnostic-Code: smtp; 552 5.2.2 Mailbox full",
+        "Final-Recipient: rfc822; ok@example.org\nAction: delivered\nStatus: 2.0.0",
+        "Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1",
     )
-    assert result == {"is_bounce": True, "recipients": ["a@example.org", "b@example.org"]}
+    assert result == {
+        "is_bounce": True,
+        "type": "failed",
+        "recipients": ["a@example.org", "b@example.org"],
+        "recipients_detail": [
+            {"email": "a@example.org", "status": "5.1.1", "kind": "permanent", "reason": "user_unknown"},
+            {"email": "b@example.org", "status": "5.2.2", "kind": "permanent", "reason": "mailbox_full"},
+        ],
+    }
+
+
+def test_the_original_recipient_is_preferred_over_the_forwarding_target() -> None:
+    result = _dsn(
+        MTA,
+        "Original-Recipient: rfc822; sales@acme.example\nFinal-Recipient: rfc822; bob@home.example\n"
+        "Action: failed\nStatus: 5.1.1",
+    )
+    assert result["recipients"] == ["sales@acme.example"]
 
 
 def test_status_decides_when_action_is_missing() -> None:
-    result = _dsn(MTA, "Original-Recipient: rfc822; c@example.org\r\nStatus: 5.0.0")
-    assert result == {"is_bounce": True, "recipients": ["c@example.org"]}
+    assert _dsn(MTA, "Final-Recipient: rfc822; c@example.org\nStatus: 5.0.0")["recipients"] == [
+        "c@example.org"
+    ]
 
 
-def test_delay_notices_are_not_bounces() -> None:
-    result = _dsn(MTA, "Final-Recipient: rfc822; slow@example.org\r\nAction: delayed\r\nStatus: 4.4.7")
-    assert result == {"is_bounce": False, "recipients": []}
+def test_delay_notices_are_not_bounces_but_say_who_is_waiting() -> None:
+    result = _dsn(MTA, "Final-Recipient: rfc822; slow@example.org\nAction: delayed\nStatus: 4.4.7")
+    assert result == {
+        "is_bounce": False,
+        "type": "delayed",
+        "recipients": [],
+        "recipients_detail": [
+            {"email": "slow@example.org", "status": "4.4.7", "kind": "transient", "reason": "expired"}
+        ],
+    }
+
+
+def test_delivery_receipts_are_nothing() -> None:
+    result = _dsn(MTA, "Final-Recipient: rfc822; ok@example.org\nAction: delivered\nStatus: 2.0.0")
+    assert (result["is_bounce"], result["type"]) == (False, None)
 
 
 def test_a_report_naming_no_recipient_counts_as_a_bounce() -> None:
-    assert _dsn(MTA) == {"is_bounce": True, "recipients": []}
+    assert (_dsn(MTA)["is_bounce"], _dsn(MTA)["recipients"]) == (True, [])
 
 
-def _plain(sender: str | None, subject: str, text: str = "", mail_from: str = "") -> dict[str, object]:
-    return detect_bounce([], sender=sender, subject=subject, mail_from=mail_from, text=text)
+def test_a_report_without_report_type_is_still_read() -> None:
+    result = _bounce(
+        "From: postmaster@hud.example\nSubject: Delivery Report (failure) for z@example.uk\n"
+        'Content-Type: multipart/report; boundary="r"\n\n--r\nContent-Type: text/plain\n\nFailed.\n'
+        "--r\nContent-Type: message/delivery-status\n\nFinal-Recipient: rfc822;z@example.uk\nAction: failed\n"
+        "Status: 5.0.0\n--r--\n",
+    )
+    assert (result["type"], result["recipients"]) == ("failed", ["z@example.uk"])
 
 
-def test_plain_bounces_need_a_daemon_sender_and_a_bounce_subject() -> None:
-    assert _plain("MAILER-DAEMON@mx.example.com", "failure notice", mail_from="x@example.com")["is_bounce"]
-    assert _plain("postmaster@example.com", "Undeliverable: hello", mail_from="x@example.com")["is_bounce"]
-    assert _plain("MAILER-DAEMON", "Returned mail: see transcript", mail_from="x@example.com")["is_bounce"]
-    assert _plain("anyone@example.com", "Mail delivery failed", mail_from="")["is_bounce"]  # null sender
-    assert not _plain("anyone@example.com", "Mail delivery failed", mail_from="anyone@example.com")[
+def test_feedback_reports_are_not_bounces() -> None:
+    result = _bounce("From: abuse@isp.example\nSubject: complaint\n\nbody", report_type="feedback-report")
+    assert (result["is_bounce"], result["type"]) == (False, "feedback_report")
+
+
+def test_plain_bounces_need_an_automatic_sender_and_evidence() -> None:
+    assert _plain("failure notice", "x", mail_from="x@example.com")["is_bounce"]
+    assert _plain("Undeliverable: hello", "x", sender="postmaster@example.com", mail_from="x@example.com")[
         "is_bounce"
     ]
-    assert not _plain("MAILER-DAEMON@mx.example.com", "Weekly statistics", mail_from="")["is_bounce"]
+    assert _plain("Mail delivery failed", "x", sender="anyone@example.com")["is_bounce"]  # null sender
+    assert not _plain("Mail delivery failed", "x", sender="anyone@example.com", mail_from="a@example.com")[
+        "is_bounce"
+    ]
+    assert not _plain("Weekly statistics", "nothing failed")["is_bounce"]
 
 
-def test_failed_addresses_in_plain_bounce_texts() -> None:
-    qmail = "I wasn't able to deliver your message.\n\n<one@example.net>:\n550 no such user\n"
-    exim = (
-        "could not be delivered to one or more of its\nrecipients. The following address(es) failed:\n\n"
-        "  two@example.org\n    host mx.example.org\n    550 <two@example.org>: unknown\n\n  three@x.org\n"
+def test_x_failed_recipients_names_the_failed_addresses() -> None:
+    result = _plain(
+        "Weekly statistics",
+        "A message that you sent could not be delivered.\n\n  other@example.org\n",
+        extra="X-Failed-Recipients: gone@example.org, also@example.net\n",
     )
-    exchange = (
-        "Delivery has failed to these recipients or groups:\n\nfour@example.com (four@example.com)\nbye\n"
+    assert result["recipients"] == ["gone@example.org", "also@example.net"]
+
+
+def test_reason_comes_from_the_words_near_the_address() -> None:
+    text = (
+        "I'm afraid I wasn't able to deliver your message.\n\n<full@example.net>:\n"
+        "552 Mailbox quota exceeded\n"
     )
-    assert _plain(None, "failure notice", qmail)["recipients"] == ["one@example.net"]
-    assert _plain(None, "Mail delivery failed", exim)["recipients"] == ["two@example.org", "three@x.org"]
-    assert _plain(None, "Undeliverable: x", exchange)["recipients"] == ["four@example.com"]
-    assert _plain(None, "failure notice", "no addresses here")["recipients"] == []
+    detail = _plain("failure notice", text)["recipients_detail"]
+    assert detail == [
+        {"email": "full@example.net", "status": None, "kind": "permanent", "reason": "mailbox_full"}
+    ]
+
+
+def test_flufl_bounce_is_given_only_small_messages() -> None:
+    parts = "".join(f"--b\nContent-Type: text/plain\n\npart {n}\n" for n in range(MAX_FLUFL_PARTS + 1))
+    big = parse_mime(f'Content-Type: multipart/mixed; boundary="b"\n\n{parts}--b--\n'.encode())
+    small = parse_mime(b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n--b--\n')
+    assert not _small_enough_for_flufl(big)
+    assert _small_enough_for_flufl(small)
+
+
+def test_no_tree_still_gives_a_result() -> None:
+    headers = [["From", "MAILER-DAEMON@x.example"], ["Subject", "Undeliverable: hi"]]
+    result = detect_bounce(
+        headers, None, mail_from="", text="<gone@example.org>: 550 5.1.1 unknown user", report_type=None
+    )
+    assert result["recipients"] == ["gone@example.org"]
+
+
+def test_a_plain_text_delay_warning_is_a_delay_notice() -> None:
+    text = (
+        "This message was created automatically by mail delivery software.\n\nA message that you sent has "
+        "not yet been delivered to one or more of\nits recipients after 2 days.\n\nThe message has not yet "
+        "been delivered to the following addresses:\n\n  <late@example.com>\n    connection failed\n\n"
+        "No action is required on your part. Delivery attempts will continue for some time.\n"
+    )
+    result = _plain("Warning: message delayed 2 days", text)
+    assert (result["is_bounce"], result["type"], result["recipients"]) == (False, "delayed", [])
+    assert [(d["email"], d["kind"]) for d in result["recipients_detail"]] == [
+        ("late@example.com", "transient")
+    ]
+
+
+def test_a_report_with_a_mangled_boundary_is_read_from_the_unsplit_body() -> None:
+    result = _bounce(
+        "From: MAILER-DAEMON@mx.example.com\nSubject: Undelivered Mail Returned to Sender\n"
+        'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="b/x" Message-Id: <1@x>\n\n'
+        "--b/x\nContent-Type: text/plain\n\nThe mail system\n\n"
+        "--b/x\nContent-Type: message/delivery-status\n\n"
+        "Reporting-MTA: dns; x\n\nFinal-Recipient: rfc822; gf@example.co.uk\nAction: failed\nStatus: 5.0.0\n"
+        "Diagnostic-Code: smtp; 550 Probable Spam\n\n--b/x--\n",
+    )
+    assert result["recipients_detail"] == [
+        {"email": "gf@example.co.uk", "status": "5.0.0", "kind": "permanent", "reason": "spam_blocked"}
+    ]

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from inbound.ticket.normalize import normalize_message
-from tests.inbound.ticket.corpus import content, fixture_names, raw_fixture, ticket_for
+from inbound.ticket.payload import build_ticket
+from tests.inbound.ticket.corpus import content, context, fixture_names, raw_fixture, ticket_for
 from tests.inbound.ticket.corpus_expectations import EXPECTED, NULL_SENDER
 
 MIN_CORPUS_SIZE = 45
@@ -120,3 +121,25 @@ def test_inline_attachment_limit_truncates_large_content() -> None:
     assert truncated["size"] == kept["size"] == 64
     assert kept["truncated"] is False
     assert content(kept).startswith(b"\x78\x9f\x3e\x22")
+
+
+def test_replies_signature_and_html_reply_fields() -> None:
+    gmail = ticket_for("gmail-reply")
+    assert gmail["stripped_text_reply"] == "Sounds good, I will try that tomorrow morning."
+    assert gmail["stripped_signature"] == "Alice Example\nExample Corp, floor 3"
+    html = ticket_for("gmail-html-reply")
+    assert html["stripped_html_reply"] == '<div dir="ltr">CSV would be perfect, thanks!</div><br>'
+
+
+def test_an_html_only_reply_gets_its_text_reply_from_the_stripped_html() -> None:
+    raw = (
+        b"From: Bob <bob@example.com>\r\nTo: support@acme.example\r\nSubject: Re: export\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<div>Works now, thanks!</div><div>-- </div><div>Bob</div>"
+        b'<div id="divRplyFwdMsg"><b>From:</b> Acme Support</div><div>Did the export work?</div>'
+    )
+    ticket = build_ticket(raw, context())
+    assert ticket["stripped_html_reply"] == "<div>Works now, thanks!</div><div>-- </div><div>Bob</div>"
+    assert ticket["stripped_text_reply"] == "Works now, thanks!"
+    assert ticket["stripped_signature"] == "Bob"
+    assert "Did the export work?" in ticket["text"]

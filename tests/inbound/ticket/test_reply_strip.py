@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbound.ticket.reply_strip import strip_reply
+from inbound.ticket.reply_strip import MAX_SCANNED_CHARS, Reply, split_reply, strip_reply
 
 
 @pytest.mark.parametrize(
@@ -58,8 +58,9 @@ from inbound.ticket.reply_strip import strip_reply
         pytest.param(
             "FYI\n\n---------- Forwarded message ---------\nFrom: Vendor <v@vendor.example>\n"
             "Date: Mon, 2 Nov 2026\nSubject: Invoice\nTo: Erin\n\nInvoice text\n",
-            "FYI\n\n---------- Forwarded message ---------",
-            id="forwarded content is what the sender wants read, but its header block is history",
+            "FYI\n\n---------- Forwarded message ---------\nFrom: Vendor <v@vendor.example>\n"
+            "Date: Mon, 2 Nov 2026\nSubject: Invoice\nTo: Erin\n\nInvoice text",
+            id="a forwarded message is kept whole: it is what the sender wants read",
         ),
         pytest.param(
             "On Monday we will replace the printer.\nFrom: the facilities team\n",
@@ -71,3 +72,95 @@ from inbound.ticket.reply_strip import strip_reply
 )
 def test_strip_reply(text: str, expected: str) -> None:
     assert strip_reply(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "Hei\n\nDen 12. mai 2026 kl. 10:20 skrev Ola <ola@example.no>:\n\nGammel tekst\n",
+            "Hei",
+            id="norwegian skrev",
+        ),
+        pytest.param(
+            "Kiitos\n\npe 20. lokakuuta 2017 klo 17.50 John Coe\n<j@example.fi> kirjoitti:\n\nVanha\n",
+            "Kiitos",
+            id="finnish, wrapped",
+        ),
+        pytest.param(
+            "Привет\n\nср, 30 апр. 2025 г. в 15:19, John Doe <doe@example.com>:\n\nстарое\n",
+            "Привет",
+            id="russian date-first without a verb",
+        ),
+        pytest.param(
+            "Dzięki\n\nW dniu 2.11.2026 o 10:20, Jan <jan@example.pl> napisał:\n\nstare\n",
+            "Dzięki",
+            id="polish",
+        ),
+        pytest.param(
+            "Díky\n\nDne 2. 11. 2026 10:20 Jan <jan@example.cz> napsal(a):\n\nstaré\n", "Díky", id="czech"
+        ),
+        pytest.param(
+            "好的\n\n2026年11月2日 10:20，张三 <z@example.cn> 写道：\n\n旧的\n", "好的", id="chinese"
+        ),
+        pytest.param(
+            "Test reply\n\n2014-10-17 11:28 GMT+03:00 Postmaster <\npostmaster@example.org>:\n\nold\n",
+            "Test reply",
+            id="date-first wrapped",
+        ),
+        pytest.param("Test reply\n\n---- John Smith wrote ----\n\nold\n", "Test reply", id="dashed"),
+        pytest.param(
+            "Tack\nFrån: Anna [mailto:a@example.se]\nSkickat: den 26 augusti 2015 14:45\nTill: Leif\n"
+            "Ämne: RE: Vecka 36\n\ngammalt\n",
+            "Tack",
+            id="swedish outlook block",
+        ),
+        pytest.param(
+            "Thanks\n\n-----Oprindelig meddelelse-----\n\nold\n", "Thanks", id="danish original message"
+        ),
+        pytest.param(
+            "reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:\n> old\n",
+            "reply",
+            id="attribution sharing the reply's line",
+        ),
+        pytest.param(
+            "Blah\n\nOn Monday, 24 September, 2012 at 3:46 PM, bob wrote:\n\n> [Ticket #50]\n"
+            "> View ticket (http://example.com/action\n_nonce=3dd518)\n>\n",
+            "Blah",
+            id="a quoted line's wrapped tail lost its >",
+        ),
+        pytest.param(
+            "Visit us...\n>>> >>>  http://www.example.com <<<\nVisit the site\n",
+            "Visit us...\n>>> >>>  http://www.example.com <<<\nVisit the site",
+            id=">>> and <<< kept",
+        ),
+        pytest.param(
+            "Thanks\n\nOn Tue, 3 Nov 2026, Bob <bob@example.com> wrote:\n",
+            "Thanks",
+            id="attribution left behind after its quote was removed",
+        ),
+        pytest.param(
+            "Answer\n\n-Abhishek\n\n__\nriak-users mailing list\nriak-users@lists.example.com\n"
+            "http://lists.example.com/mailman/listinfo/riak-users\n",
+            "Answer\n\n-Abhishek",
+            id="mailing-list footer",
+        ),
+    ],
+)
+def test_strip_reply_in_more_languages_and_shapes(text: str, expected: str) -> None:
+    assert strip_reply(text) == expected
+
+
+def test_the_signature_is_returned_beside_the_reply() -> None:
+    reply = split_reply("Text.\n\n-- \nAlice\nACME Corp\n\nOn Mon, Bob <b@example.com> wrote:\n> old\n")
+    assert reply == Reply("Text.", "Alice\nACME Corp")
+    assert split_reply("Hello\n\nSent from my iPhone\n\nold history\n") == Reply(
+        "Hello", "Sent from my iPhone"
+    )
+    assert split_reply("Hello\n") == Reply("Hello", None)
+
+
+def test_the_scan_is_bounded() -> None:
+    hostile = "> q\n" * 1_000_000 + "On Mon, Bob <b@example.com> wrote:\n"
+    assert strip_reply("New\n" + hostile) == "New"
+    assert len(strip_reply("a\n" * (MAX_SCANNED_CHARS))) <= MAX_SCANNED_CHARS
