@@ -100,11 +100,16 @@ class SubmissionConfig:
     max_message_size: int = 25 * MIB
     # Most recipients in one transaction (452 4.5.3 beyond it).
     max_recipients: int = 1000
-    # Failed AUTH attempts, per client IP and per user name, after which further attempts are refused with
-    # 454 4.7.0 for `lockout_seconds` — even with the right password. Failures older than
-    # `lockout_seconds` are forgotten; a success clears the count.
+    # Failed AUTH attempts, per client IP and per (client IP, user), after which further attempts from that
+    # IP (for that user) are refused with 454 4.7.0 for `lockout_seconds` — even with the right password.
+    # Another host's failures never lock out a client. Failures older than `lockout_seconds` are forgotten;
+    # a success clears its IP's counts.
     auth_failures_before_lockout: int = 5
     lockout_seconds: float = 900.0
+    # Failed AUTH attempts for one user name from all hosts together (guessing spread over many hosts)
+    # after which that user is locked out for `lockout_seconds` — except for clients that have logged in as
+    # that user in the past 7 days. A success does not clear this count.
+    user_auth_failures_before_lockout: int = 100
     # Add "Auto-Submitted: auto-generated" (RFC 3834) when a message has no Auto-Submitted header, so
     # auto-responders and Postroom's own inbound side do not answer notifications (mail loops).
     add_auto_submitted: bool = True
@@ -120,7 +125,12 @@ class SubmissionConfig:
                 ipaddress.ip_network(network, strict=True)
             except ValueError as exc:
                 raise ConfigError(f"allowed_networks[{i}]", str(exc)) from None
-        for name in ("max_message_size", "max_recipients", "auth_failures_before_lockout"):
+        for name in (
+            "max_message_size",
+            "max_recipients",
+            "auth_failures_before_lockout",
+            "user_auth_failures_before_lockout",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
         if self.lockout_seconds <= 0:
