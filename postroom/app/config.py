@@ -35,6 +35,12 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
+def signing_secrets(config: Config) -> list[tuple[str, str]]:
+    """The HMAC keys `serve` signs with, by dotted key (postroom/core/secret_policy.py checks them)."""
+    # The relay's VERP return paths are signed with the webhook secret too (outbound/service.py).
+    return [("webhook.secret", config.webhook.secret)]
+
+
 def load_config(path: str | Path | None) -> Config:
     """Load and validate a config file; None gives the embedded defaults."""
     if path is None:

@@ -51,6 +51,9 @@ LISTENING = (
 )
 SENDER = "helpdesk@senders.dest.test"
 
+# The webhook secret, which also signs VERP return paths (32+ bytes, as `serve` requires).
+VERP_SECRET = "test-secret-0123456789abcdef0123456789"
+
 
 @dataclass(frozen=True)
 class Received:
@@ -282,7 +285,7 @@ def delivery_settings(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any
     return {
         "spool": {"path": str(tmp_path / "spool"), "min_free_bytes": 0},
         "dns": {"nameservers": [dns.nameserver], "timeout": 2.0},
-        "webhook": {"secret": "test-secret"},
+        "webhook": {"secret": VERP_SECRET},
         "outbound": settings,
     }
 

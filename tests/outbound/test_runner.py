@@ -29,6 +29,7 @@ from tests.outbound.delivery_fixtures import (
     MX_SENDERS,
     MX_WIDE,
     SENDER,
+    VERP_SECRET,
     MxFarm,
     Received,
     VirtualTime,
@@ -108,7 +109,7 @@ async def test_delivers_via_the_preferred_mx_with_a_verp_sender_per_recipient(
     ]
     assert all(item.tls for item in received)
     for item in received:
-        token = parse_return_path(item.mail_from, bounce_domain=BOUNCE_DOMAIN, secret="test-secret")
+        token = parse_return_path(item.mail_from, bounce_domain=BOUNCE_DOMAIN, secret=VERP_SECRET)
         assert token is not None and token.queue_id == queue_id and token.recipient == item.rcpt_tos[0]
     assert r.spool.locate(queue_id) is None
 
@@ -263,7 +264,7 @@ async def test_verp_bounce_from_the_remote_side_updates_the_suppression_list(
         failures=[FailedRecipient("later-gone@multi.dest.test", "5.2.1", "550 5.2.1 mailbox disabled")],
         now=0.0,
     )
-    bounces = BounceProcessor(bounce_domain=BOUNCE_DOMAIN, secret="test-secret", suppression=r.suppression)
+    bounces = BounceProcessor(bounce_domain=BOUNCE_DOMAIN, secret=VERP_SECRET, suppression=r.suppression)
     assert bounces.is_bounce_address(received.mail_from)
     result = await bounces.process(received.mail_from, remote_dsn.raw)
     assert result.action == "suppressed" and result.token is not None and result.token.queue_id == queue_id
