@@ -29,7 +29,8 @@ class SmtpConfig:
     # Postfix-style error limits per session: past `soft_error_limit` error replies (4xx/5xx) each further one
     # waits `error_sleep_time` seconds; at `hard_error_limit` the session gets 421 and is closed (and the
     # client earns one refusal toward the throttle's auto-block). NOOP/RSET/VRFY/EXPN/HELP beyond
-    # `junk_command_limit` count as errors. A message accepted after DATA clears the count.
+    # `junk_command_limit` count as errors. A message accepted after DATA clears the count. The submission
+    # listener applies the same limits until AUTH succeeds.
     hard_error_limit: int = 20
     soft_error_limit: int = 10
     error_sleep_time: float = 1.0

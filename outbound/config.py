@@ -15,6 +15,7 @@ from typing import Protocol
 from outbound.passwords import PasswordHashError, parse_password_hash
 from postroom.core.config import SpoolConfig
 from postroom.core.configload import ConfigError, parse_hostport
+from postroom.core.smtp_limits import ErrorLimits
 
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -296,9 +297,11 @@ class DkimConfig:
                 raise ConfigError(f"headers[{i}]", f"not a header field name: {self.headers[i]!r}")
 
 
-class _NamedHost(Protocol):
+class _SmtpSection(Protocol):
     @property
     def hostname(self) -> str: ...
+
+    def error_limits(self) -> ErrorLimits: ...
 
 
 class _Signed(Protocol):
@@ -308,7 +311,8 @@ class _Signed(Protocol):
 
 class RelaySettings(Protocol):
     """What the relay reads of the whole config (postroom/app/config.py): its own sections, the spool, the
-    MX's host name (the default HELO name) and the webhook secret (the default VERP key)."""
+    MX's host name (the default HELO name) and error limits (also the submission's until AUTH), and the
+    webhook secret (the default VERP key)."""
 
     @property
     def outbound(self) -> OutboundConfig: ...
@@ -323,7 +327,7 @@ class RelaySettings(Protocol):
     def spool(self) -> SpoolConfig: ...
 
     @property
-    def smtp(self) -> _NamedHost: ...
+    def smtp(self) -> _SmtpSection: ...
 
     @property
     def webhook(self) -> _Signed: ...

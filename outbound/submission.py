@@ -337,6 +337,7 @@ class SubmissionServer:
             auth_require_tls=True,
             data_size_limit=self._cfg.submission.max_message_size,
             timeout=COMMAND_TIMEOUT,
+            error_limits=self._cfg.smtp.error_limits(),  # the MX's; counted only until AUTH succeeds
         )
         self._sessions.add(session)
         return session

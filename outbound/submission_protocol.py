@@ -60,8 +60,8 @@ class _QuietSession(Session):
 
 class SubmissionSMTP(GuardedSMTP):
     """aiosmtpd's protocol, plus: disallowed networks refused before the greeting, RFC 3463 enhanced codes on
-    aiosmtpd's own replies, AUTH credentials verified asynchronously by the handler, and the shared guards
-    (control characters in the envelope refused; see postroom/core/smtp_guard.py)."""
+    aiosmtpd's own replies, AUTH credentials verified asynchronously by the handler, and the shared guards of
+    postroom/core/smtp_guard.py (control characters in the envelope refused, error limits until AUTH)."""
 
     def __init__(self, handler: SubmissionHooks, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
@@ -81,6 +81,11 @@ class SubmissionSMTP(GuardedSMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    def errors_counted(self) -> bool:
+        # Until AUTH succeeds the client is anyone on an allowed network; after it, its errors (suppressed
+        # recipients of a big notification) are its application's business, not an attack.
+        return not (self.session is not None and self.session.authenticated)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):

@@ -56,7 +56,7 @@ class GuardedSMTP(SMTP):
         if not self._offer_auth and status.startswith("250-AUTH"):
             return None
         counter = self._errors
-        if counter is None:
+        if counter is None or not self.errors_counted():
             return status
         if status[:1] in ("4", "5") or self._count_next_reply:
             self._count_next_reply = False
@@ -67,6 +67,10 @@ class GuardedSMTP(SMTP):
             counter.delivered()
         self._after_354 = status.startswith("354")
         return status
+
+    def errors_counted(self) -> bool:
+        """Whether error replies count toward the limits now (a subclass may exempt a trusted client)."""
+        return True
 
     def after_reply(self) -> None:
         """At the hard error limit: say 421, close, and end the command loop at once (pipelined commands

@@ -263,8 +263,9 @@ def read_until_closed(c: Client) -> list[str]:
 def test_mailbox_enumeration_is_cut_off_at_the_hard_error_limit(server: Server) -> None:
     c = client(server.mx, "127.0.0.26")
     c.ehlo()
-    # Far more guesses than the limit, pipelined in one write: none past the limit is even looked at.
-    guesses = "".join(f"RCPT TO:<guess{i}@other.example>\r\n" for i in range(HARD_LIMIT * 50))
+    # More guesses than the limit, pipelined in one write: none past the limit is even looked at. (A few KB:
+    # whatever the server had not read when it closed would turn its FIN into a RST that loses the 421.)
+    guesses = "".join(f"RCPT TO:<guess{i}@other.example>\r\n" for i in range(HARD_LIMIT * 3))
     c.send(b"MAIL FROM:<a@example.org>\r\n" + guesses.encode())
     assert c.reply()[-1].startswith("250")
     replies = read_until_closed(c)
@@ -378,3 +379,13 @@ def test_submission_relays_nothing_before_auth_and_refuses_controls_after(server
         reply = c.cmd(f"RCPT TO:<{rcpt}>")
         assert reply[0] == "5", (rcpt, reply)
     c.close()
+
+
+def test_submission_ends_a_session_of_errors_before_auth(server: Server) -> None:
+    c = client(server.submission, "127.0.0.1")
+    c.ehlo()
+    c.starttls()
+    c.ehlo()
+    c.send(b"MAIL FROM:<support@mail-out.test>\r\n" * 50)  # 530 each: not authenticated
+    codes = [line[:3] for line in read_until_closed(c)]
+    assert codes == ["530"] * 20 + ["421"]
