@@ -1,7 +1,7 @@
 """Protocol guards both listeners (MX and submission) put in front of aiosmtpd's command handlers.
 
-- HELO/EHLO/MAIL/RCPT arguments with control characters (NUL, CR, ...) get 501 5.5.4 before aiosmtpd parses
-  them: they would otherwise reach the envelope, the ticket and a remote MX.
+- HELO/EHLO/MAIL/RCPT arguments with control characters (NUL, CR, ...) or invalid UTF-8 get 501 5.5.4 before
+  aiosmtpd parses them: they would otherwise reach the envelope, the ticket and a remote MX.
 - With `error_limits`, Postfix-style error limits (postroom/core/smtp_limits.py): slowed replies past the
   soft limit, 421 and a closed connection at the hard limit, junk commands counted.
 - With `offer_auth=False` (the MX), no AUTH in the EHLO reply and 503 5.5.1 to the AUTH command: an MX has
@@ -19,8 +19,8 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
 
-from postroom.core.replies import AUTH_NOT_OFFERED, CONTROL_CHARACTERS, TOO_MANY_ERRORS
-from postroom.core.smtp_limits import ErrorCounter, ErrorLimits, has_control_chars
+from postroom.core.replies import AUTH_NOT_OFFERED, FORBIDDEN_CHARACTERS, TOO_MANY_ERRORS
+from postroom.core.smtp_limits import ErrorCounter, ErrorLimits, has_forbidden_chars
 
 log = logging.getLogger("postroom.smtp")
 
@@ -110,26 +110,26 @@ class GuardedSMTP(SMTP):
 
     # ---- commands -----------------------------------------------------------------------------------------
 
-    async def _refused_controls(self, arg: str | None) -> bool:
-        if has_control_chars(arg):
-            await self.push(CONTROL_CHARACTERS.render())
+    async def _refused_characters(self, arg: str | None) -> bool:
+        if has_forbidden_chars(arg):
+            await self.push(FORBIDDEN_CHARACTERS.render())
             return True
         return False
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not await self._refused_controls(hostname):
+        if not await self._refused_characters(hostname):
             await super().smtp_HELO(hostname)
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not await self._refused_controls(hostname):
+        if not await self._refused_characters(hostname):
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._refused_controls(arg):
+        if not await self._refused_characters(arg):
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._refused_controls(arg):
+        if not await self._refused_characters(arg):
             await super().smtp_RCPT(arg)
 
     async def smtp_AUTH(self, arg: str) -> None:

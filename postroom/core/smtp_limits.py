@@ -7,7 +7,9 @@ VRFY, EXPN, HELP) are free up to `junk_command_limit` per session, then each cou
 (smtpd_junk_command_limit). A message accepted with 250 after DATA clears the count, as Postfix counts errors
 "without delivering mail".
 
-Also here: the test for control characters in envelope commands (RFC 5321 paths and domains contain none).
+Also here: the test for characters no envelope command may hold: controls (RFC 5321 paths and domains contain
+none) and bytes that are not UTF-8 (RFC 6531; aiosmtpd hands them on as lone surrogates, which no JSON
+encoder, log line or remote MX accepts).
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import re
 from dataclasses import dataclass
 
 # C0 controls (NUL, CR, LF, TAB...), DEL, C1 controls and the Unicode line separators: none belongs in a
-# HELO name or a path, and each is a way to smuggle a line break into a log line, a header or a ticket.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# HELO name or a path, and each is a way to smuggle a line break into a log line, a header or a ticket. Lone
+# surrogates: the bytes of invalid UTF-8, as aiosmtpd's surrogateescape decoding leaves them.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # The refusal reason a session closed at the hard error limit is recorded under (the throttle counts it).
 ERROR_LIMIT_REASON = "smtp.error_limit"
 
 
-def has_control_chars(text: str | None) -> bool:
-    return text is not None and _CONTROL.search(text) is not None
+def has_forbidden_chars(text: str | None) -> bool:
+    return text is not None and _FORBIDDEN.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

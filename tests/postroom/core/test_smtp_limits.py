@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.core.smtp_limits import ErrorCounter, ErrorLimits, has_control_chars
+from postroom.core.smtp_limits import ErrorCounter, ErrorLimits, has_forbidden_chars
 
 
 def test_errors_past_the_soft_limit_are_delayed_and_the_hard_limit_ends_the_session() -> None:
@@ -28,8 +28,18 @@ def test_a_delivered_message_clears_the_count() -> None:
     assert not counter.exhausted
 
 
-def test_control_characters_are_recognised_and_plain_text_is_not() -> None:
-    for text in ("a\0b@x.example", "c\r.example", "v\n@x", "tab\there", "del\x7f", "nel\x85", "ls\u2028"):
-        assert has_control_chars(text), text
+def test_controls_and_invalid_utf8_are_recognised_and_plain_text_is_not() -> None:
+    invalid_utf8 = b"\xff@x.example".decode("utf-8", "surrogateescape")
+    for text in (
+        "a\0b@x.example",
+        "c\r.example",
+        "v\n@x",
+        "tab\there",
+        "del\x7f",
+        "nel\x85",
+        "ls\u2028",
+        invalid_utf8,
+    ):
+        assert has_forbidden_chars(text), text
     for text in (None, "", "<ada@example.org> SIZE=100", "jöhn@exämple.de", "client.example.org"):
-        assert not has_control_chars(text), text
+        assert not has_forbidden_chars(text), text
