@@ -60,7 +60,7 @@ class GuardedSMTP(SMTP):
             return status
         if status[:1] in ("4", "5") or self._count_next_reply:
             self._count_next_reply = False
-            delay = counter.error()
+            delay = counter.error(status)
             if delay:
                 await asyncio.sleep(delay)
         elif self._after_354 and status.startswith("250"):

@@ -5,7 +5,9 @@ Every 4xx/5xx reply is an error. Past `soft_error_limit` errors each further err
 `hard_error_limit` errors the session ends with 421 (smtpd_hard_error_limit). Junk commands (NOOP, RSET,
 VRFY, EXPN, HELP) are free up to `junk_command_limit` per session, then each counts as an error
 (smtpd_junk_command_limit). A message accepted with 250 after DATA clears the count, as Postfix counts errors
-"without delivering mail".
+"without delivering mail". Recipients over `max_recipients` (452 4.5.3) are no error up to
+RECIPIENT_OVERSHOOT_LIMIT per session: a client pipelining a big recipient list must not be cut off for it
+(Postfix's smtpd_recipient_overshoot_limit).
 
 Also here: the test for characters no envelope command may hold: controls (RFC 5321 paths and domains contain
 none) and bytes that are not UTF-8 (RFC 6531; aiosmtpd hands them on as lone surrogates, which no JSON
@@ -37,18 +39,27 @@ class ErrorLimits:
     junk_command_limit: int = 100
 
 
+RECIPIENT_OVERSHOOT_LIMIT = 1000
+TOO_MANY_RECIPIENTS_PREFIX = "452 4.5.3"
+
+
 class ErrorCounter:
     """The error count of one session."""
 
-    __slots__ = ("errors", "junk", "limits")
+    __slots__ = ("errors", "junk", "limits", "overshoot")
 
     def __init__(self, limits: ErrorLimits) -> None:
         self.limits = limits
         self.errors = 0
         self.junk = 0
+        self.overshoot = 0
 
-    def error(self) -> float:
+    def error(self, reply: str = "") -> float:
         """Count one error reply; returns how long to wait before sending it."""
+        if reply.startswith(TOO_MANY_RECIPIENTS_PREFIX):
+            self.overshoot += 1
+            if self.overshoot <= RECIPIENT_OVERSHOOT_LIMIT:
+                return 0.0
         self.errors += 1
         return self.limits.error_sleep_time if self.errors > self.limits.soft_error_limit else 0.0
 

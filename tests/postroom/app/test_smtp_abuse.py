@@ -401,3 +401,16 @@ def test_invalid_utf8_in_the_envelope_is_refused_at_once_not_at_data(server: Ser
     assert c.cmd(b"MAIL FROM:<\xff\xfe@example.org>").startswith("501 5.5.4")
     assert c.cmd(f"RCPT TO:<{RCPT}>").startswith("503")  # no transaction was started
     c.close()
+
+
+def test_a_pipelined_recipient_list_over_the_limit_is_no_error(server: Server) -> None:
+    """A real MTA pipelines all its recipients and sends the 452-ed ones later: it must not be cut off."""
+    c = client(server.mx, "127.0.0.35")
+    c.ehlo()
+    rcpts = "".join(f"RCPT TO:<agent{i}@acme.{DOMAIN}>\r\n" for i in range(150))
+    c.send(b"MAIL FROM:<a@example.org>\r\n" + rcpts.encode())
+    codes = [c.line()[:3].decode() for _ in range(151)]
+    assert codes == ["250"] * 101 + ["452"] * 50
+    assert c.cmd("DATA").startswith("354")
+    assert c.cmd(b"Subject: many\r\n\r\nhi\r\n.").startswith("250")
+    c.close()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from postroom.core.smtp_limits import ErrorCounter, ErrorLimits, has_forbidden_chars
+from postroom.core.replies import TOO_MANY_RECIPIENTS
+from postroom.core.smtp_limits import (
+    RECIPIENT_OVERSHOOT_LIMIT,
+    ErrorCounter,
+    ErrorLimits,
+    has_forbidden_chars,
+)
 
 
 def test_errors_past_the_soft_limit_are_delayed_and_the_hard_limit_ends_the_session() -> None:
@@ -43,3 +49,14 @@ def test_controls_and_invalid_utf8_are_recognised_and_plain_text_is_not() -> Non
         assert has_forbidden_chars(text), text
     for text in (None, "", "<ada@example.org> SIZE=100", "jöhn@exämple.de", "client.example.org"):
         assert not has_forbidden_chars(text), text
+
+
+def test_recipients_over_the_limit_are_no_error_until_the_overshoot_limit() -> None:
+    counter = ErrorCounter(ErrorLimits(hard_error_limit=3))
+    too_many = TOO_MANY_RECIPIENTS.render()
+    for _ in range(RECIPIENT_OVERSHOOT_LIMIT):
+        assert counter.error(too_many) == 0.0
+    assert not counter.exhausted and counter.errors == 0
+    for _ in range(3):
+        counter.error(too_many)
+    assert counter.exhausted
