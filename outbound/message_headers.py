@@ -53,7 +53,8 @@ def from_addresses(headers: Message) -> list[str]:
     """
     addresses: list[str] = []
     for value in headers.get_all("From", []):
-        mailboxes = parse_mailbox_list(str(value))
+        # No quoted local parts: `"ceo@bank.example"@our.domain` reads as the bank's address to a person.
+        mailboxes = parse_mailbox_list(str(value), allow_quoted=False)
         addresses.extend([str(m) for m in mailboxes] if mailboxes is not None else [""])
     return addresses
 

@@ -117,7 +117,8 @@ class SubmissionHandler:
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         user = self.users[str(session.auth_data)]
-        sender = split_mailbox(address)  # strict: the domain checked is the one a remote MX will read
+        # Strict: the domain checked is the one a remote MX reads; no quoted local part to dress it up.
+        sender = split_mailbox(address, allow_quoted=False)
         if sender is None or sender.domain not in user.sender_domains:
             log.warning(
                 "MAIL FROM refused: not a sender domain of the user",

@@ -70,7 +70,7 @@ def split_mailbox(address: str, *, allow_quoted: bool = True) -> Mailbox | None:
     return Mailbox(local, domain.lower())
 
 
-def parse_mailbox_list(value: str) -> list[Mailbox] | None:
+def parse_mailbox_list(value: str, *, allow_quoted: bool = True) -> list[Mailbox] | None:
     """The mailboxes of a From:-style header value (RFC 5322 mailbox-list), or None when any is doubtful."""
     if len(value) > MAX_HEADER:
         return None
@@ -82,7 +82,7 @@ def parse_mailbox_list(value: str) -> list[Mailbox] | None:
         return None
     mailboxes = []
     for element in elements:
-        mailbox = _parse_element(element)
+        mailbox = _parse_element(element, allow_quoted)
         if mailbox is None:
             return None
         mailboxes.append(mailbox)
@@ -144,15 +144,15 @@ def _split_elements(value: str) -> list[str] | None:
     return elements
 
 
-def _parse_element(element: str) -> Mailbox | None:
+def _parse_element(element: str, allow_quoted: bool) -> Mailbox | None:
     open_at = _outside_quotes(element, "<")
     if open_at < 0:
-        return split_mailbox(element.strip(" \t"))
+        return split_mailbox(element.strip(" \t"), allow_quoted=allow_quoted)
     close_at = element.find(">", open_at)
     name, address, tail = element[:open_at], element[open_at + 1 : close_at], element[close_at + 1 :]
     if tail.strip(" \t") or not _PHRASE.fullmatch(name):
         return None
-    return split_mailbox(address)
+    return split_mailbox(address, allow_quoted=allow_quoted)
 
 
 def _outside_quotes(text: str, char: str) -> int:

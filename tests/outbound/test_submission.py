@@ -401,6 +401,8 @@ def test_control_characters_in_the_envelope_are_refused(
         client.login("helpdesk", HELPDESK_PASSWORD)
         code, reply = client.docmd("MAIL FROM:<supp\0ort@mail-out.test>")
         assert (code, reply[:5]) == (501, b"5.5.4")
+        code, reply = client.docmd('MAIL FROM:<"ceo@other.test"@mail-out.test>')
+        assert (code, reply[:5]) == (553, b"5.7.1")
         assert client.mail("support@mail-out.test")[0] == 250
         for rcpt in ("v\0@other.example", "v@other\0.example", "v\x1b@other.example"):
             code, reply = client.docmd(f"RCPT TO:<{rcpt}>")
@@ -439,7 +441,11 @@ def test_a_from_header_the_strict_parser_doubts_is_refused(
         connect(srv, tls_files) as client,
     ):
         client.login("helpdesk", HELPDESK_PASSWORD)
-        for sender in ('"ceo@other.test" support@mail-out.test', "ceo@other.test (support@mail-out.test"):
+        for sender in (
+            '"ceo@other.test" support@mail-out.test',
+            "ceo@other.test (support@mail-out.test",
+            '"ceo@other.test"@mail-out.test',
+        ):
             assert client.mail("support@mail-out.test")[0] == 250
             assert client.rcpt("alice@dest-one.test")[0] == 250
             code, reply = client.data(f"From: {sender}\r\nTo: alice@dest-one.test\r\n\r\nhi\r\n".encode())
