@@ -30,6 +30,7 @@ from filters.config import ThrottleConfig
 from filters.deps import FilterDeps
 from filters.throttle_store import MemoryThrottleStore, RateLimit, StoreUnavailable, ThrottleStore
 from postroom.core.replies import FILTER_REPLIES
+from postroom.core.smtp_limits import ERROR_LIMIT_REASON
 
 log = logging.getLogger("postroom.filters.throttle")
 
@@ -40,8 +41,11 @@ MESSAGE_RATE = "throttle.message_rate"
 RECIPIENT_RATE = "throttle.recipient_rate"
 MINUTE = 60.0
 # Refusals the client earned although their reply is temporary (rate limits) or absent from the policy
-# table (the listener's "routing": an unknown recipient, as in a dictionary attack).
-CLIENT_FAULT_REASONS = frozenset({"routing", CONNECTION_RATE, CONCURRENCY, MESSAGE_RATE, RECIPIENT_RATE})
+# table (the listener's "routing": an unknown recipient, as in a dictionary attack; a session closed at the
+# hard error limit).
+CLIENT_FAULT_REASONS = frozenset(
+    {"routing", ERROR_LIMIT_REASON, CONNECTION_RATE, CONCURRENCY, MESSAGE_RATE, RECIPIENT_RATE}
+)
 
 
 def counts_toward_block(reason: str) -> bool:

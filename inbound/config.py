@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from postroom.core.configload import MIB, ConfigError, parse_hostport, parse_http_url
+from postroom.core.smtp_limits import ErrorLimits
 
 
 @dataclass
@@ -25,6 +26,15 @@ class SmtpConfig:
     tls_key: str = ""
     proxy_protocol: bool = False
     proxy_protocol_timeout: float = 5.0
+    # Postfix-style error limits per session: past `soft_error_limit` error replies (4xx/5xx) each further one
+    # waits `error_sleep_time` seconds; at `hard_error_limit` the session gets 421 and is closed (and the
+    # client earns one refusal toward the throttle's auto-block). NOOP/RSET/VRFY/EXPN/HELP beyond
+    # `junk_command_limit` count as errors. A message accepted after DATA clears the count. The submission
+    # listener applies the same limits until AUTH succeeds.
+    hard_error_limit: int = 20
+    soft_error_limit: int = 10
+    error_sleep_time: float = 1.0
+    junk_command_limit: int = 100
     # Processes that each run the listener (sharing the port with SO_REUSEPORT) and a delivery runner over
     # the one spool, under a supervisor. 1 = a single process, no supervisor.
     workers: int = 1
@@ -41,6 +51,20 @@ class SmtpConfig:
                 raise ConfigError(name, "must be positive")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert", "tls_cert and tls_key must be set together")
+        if self.hard_error_limit < 1 or self.junk_command_limit < 1:
+            raise ConfigError("hard_error_limit", "error and junk command limits must be at least 1")
+        if not 0 <= self.soft_error_limit <= self.hard_error_limit:
+            raise ConfigError("soft_error_limit", "must be between 0 and hard_error_limit")
+        if self.error_sleep_time < 0:
+            raise ConfigError("error_sleep_time", "must not be negative")
+
+    def error_limits(self) -> ErrorLimits:
+        return ErrorLimits(
+            hard_error_limit=self.hard_error_limit,
+            soft_error_limit=self.soft_error_limit,
+            error_sleep_time=self.error_sleep_time,
+            junk_command_limit=self.junk_command_limit,
+        )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Counts failed AUTH attempts per key (a client IP, a user name) and locks a key out for a while.
+"""Counts failed AUTH attempts per key (an IP, an IP and user, a user) and locks a key out for a while.
 
 A key that fails `max_failures` times within `lockout_seconds` is refused for the next `lockout_seconds`,
 whatever it sends. A success clears the key. State is in memory, per node: a brute-force attempt spread over

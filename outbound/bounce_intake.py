@@ -29,6 +29,7 @@ from flufl.bounce import all_failures
 from outbound.dsn import FailedRecipient, build_dsn
 from outbound.suppression import SuppressionList
 from outbound.verp import VerpToken, parse_return_path
+from postroom.core.header_values import HeaderInjection
 from postroom.core.spool import Spool
 
 log = logging.getLogger("postroom.outbound.bounces")
@@ -57,15 +58,21 @@ async def queue_dsn(
         )
         return None
     queued_at = original_meta.get("queued_at")
-    dsn = build_dsn(
-        reporting_mta=reporting_mta,
-        recipient=sender,
-        original_queue_id=queue_id,
-        original_raw=original_raw,
-        arrival=float(queued_at) if isinstance(queued_at, int | float) else now,
-        failures=failures,
-        now=now,
-    )
+    try:
+        dsn = build_dsn(
+            reporting_mta=reporting_mta,
+            recipient=sender,
+            original_queue_id=queue_id,
+            original_raw=original_raw,
+            arrival=float(queued_at) if isinstance(queued_at, int | float) else now,
+            failures=failures,
+            now=now,
+        )
+    except HeaderInjection as exc:
+        log.error(
+            "no DSN: it would carry a header injection", extra={"queue_id": queue_id, "error": str(exc)}
+        )
+        return None
     domain = sender.rpartition("@")[2].lower()
     meta: dict[str, object] = {
         "kind": "outbound",

@@ -15,11 +15,12 @@ from typing import Protocol
 from outbound.passwords import PasswordHashError, parse_password_hash
 from postroom.core.config import SpoolConfig
 from postroom.core.configload import ConfigError, parse_hostport
+from postroom.core.smtp_limits import ErrorLimits
 
 MIB = 1024 * 1024
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 DAY = 86400.0
-MIN_VERP_SECRET = 16  # characters; a short key makes VERP addresses forgeable
+MIN_VERP_SECRET = 32  # bytes, as every signing key `serve` checks (postroom/core/secret_policy.py)
 
 # Header fields signed by default: the RFC 6376 §5.4.1 recommendations plus the threading and loop-breaking
 # headers a helpdesk notification relies on. Listing an absent field is fine: it stops it being added later.
@@ -101,11 +102,16 @@ class SubmissionConfig:
     max_message_size: int = 25 * MIB
     # Most recipients in one transaction (452 4.5.3 beyond it).
     max_recipients: int = 1000
-    # Failed AUTH attempts, per client IP and per user name, after which further attempts are refused with
-    # 454 4.7.0 for `lockout_seconds` — even with the right password. Failures older than
-    # `lockout_seconds` are forgotten; a success clears the count.
+    # Failed AUTH attempts, per client IP and per (client IP, user), after which further attempts from that
+    # IP (for that user) are refused with 454 4.7.0 for `lockout_seconds` — even with the right password.
+    # Another host's failures never lock out a client. Failures older than `lockout_seconds` are forgotten;
+    # a success clears its IP's counts.
     auth_failures_before_lockout: int = 5
     lockout_seconds: float = 900.0
+    # Failed AUTH attempts for one user name from all hosts together (guessing spread over many hosts)
+    # after which that user is locked out for `lockout_seconds` — except for clients that have logged in as
+    # that user in the past 7 days. A success does not clear this count.
+    user_auth_failures_before_lockout: int = 100
     # Add "Auto-Submitted: auto-generated" (RFC 3834) when a message has no Auto-Submitted header, so
     # auto-responders and Postroom's own inbound side do not answer notifications (mail loops).
     add_auto_submitted: bool = True
@@ -121,7 +127,12 @@ class SubmissionConfig:
                 ipaddress.ip_network(network, strict=True)
             except ValueError as exc:
                 raise ConfigError(f"allowed_networks[{i}]", str(exc)) from None
-        for name in ("max_message_size", "max_recipients", "auth_failures_before_lockout"):
+        for name in (
+            "max_message_size",
+            "max_recipients",
+            "auth_failures_before_lockout",
+            "user_auth_failures_before_lockout",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
         if self.lockout_seconds <= 0:
@@ -200,7 +211,7 @@ class OutboundConfig:
     bounce_domain: str = ""
     # Use VERP envelope senders, so a returning bounce names its message and recipient.
     verp: bool = True
-    # Key of the MAC in VERP addresses (at least 16 characters); required when `bounce_domain` is set.
+    # Key of the MAC in VERP addresses (at least 32 characters); required when `bounce_domain` is set.
     # Its own key: rotating the webhook secret must not invalidate bounce addresses still out there.
     verp_secret: str = ""
     # Name given in EHLO to remote MXs; "" uses `[smtp] hostname`.
@@ -293,14 +304,16 @@ class DkimConfig:
                 raise ConfigError(f"headers[{i}]", f"not a header field name: {self.headers[i]!r}")
 
 
-class _NamedHost(Protocol):
+class _SmtpSection(Protocol):
     @property
     def hostname(self) -> str: ...
+
+    def error_limits(self) -> ErrorLimits: ...
 
 
 class RelaySettings(Protocol):
     """What the relay reads of the whole config (postroom/app/config.py): its own sections, the spool, the
-    MX's host name (the default HELO name)."""
+    MX's host name (the default HELO name) and its error limits (the submission's too, until AUTH)."""
 
     @property
     def outbound(self) -> OutboundConfig: ...
@@ -315,4 +328,4 @@ class RelaySettings(Protocol):
     def spool(self) -> SpoolConfig: ...
 
     @property
-    def smtp(self) -> _NamedHost: ...
+    def smtp(self) -> _SmtpSection: ...

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate, make_msgid
 
+from postroom.core.header_values import header_value
+
 _ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -54,7 +56,15 @@ def build_dsn(
     failures: Sequence[FailedRecipient],
     now: float,
 ) -> DsnMessage:
-    """The DSN telling `recipient` (the original envelope sender) that `failures` were not delivered."""
+    """The DSN telling `recipient` (the original envelope sender) that `failures` were not delivered.
+
+    HeaderInjection (a ValueError) when an address or host name would break a header line.
+    """
+    header_value(reporting_mta, "Reporting-MTA")
+    header_value(recipient, "To")
+    for failure in failures:
+        header_value(failure.rcpt, "Final-Recipient")
+        header_value(failure.remote_mta, "Remote-MTA")
     boundary = f"=_postroom_dsn_{secrets.token_hex(12)}"
     message_id = make_msgid(domain=reporting_mta)
     date = formatdate(now, localtime=False)

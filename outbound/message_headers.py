@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import format_datetime, make_msgid
+
+from postroom.core.addresses import parse_mailbox_list
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
@@ -44,9 +46,17 @@ def parse_headers(raw: bytes) -> Message:
 
 
 def from_addresses(headers: Message) -> list[str]:
-    """The addresses in From: (several are allowed by RFC 5322); an unparsable entry yields ''."""
-    values = [str(v) for v in headers.get_all("From", [])]
-    return [address for _name, address in getaddresses(values)]
+    """The addresses in From: (several are allowed by RFC 5322); a field the strict parser doubts yields ''.
+
+    Not `email.utils.getaddresses`: it misparses crafted values on the interpreters we run on
+    (CVE-2023-27043), and the sender check must read From: as a mail client will.
+    """
+    addresses: list[str] = []
+    for value in headers.get_all("From", []):
+        # No quoted local parts: `"ceo@bank.example"@our.domain` reads as the bank's address to a person.
+        mailboxes = parse_mailbox_list(str(value), allow_quoted=False)
+        addresses.extend([str(m) for m in mailboxes] if mailboxes is not None else [""])
+    return addresses
 
 
 def address_domain(address: str) -> str:

@@ -57,7 +57,9 @@ class OutboundService:
                 on_result=on_delivery,
             )
         if config.submission.enabled and relay:
-            self.submission = SubmissionServer(config, spool=self.spool, suppression=self.suppression)
+            self.submission = SubmissionServer(
+                config, spool=self.spool, suppression=self.suppression, metrics=metrics
+            )
             if self.runner is not None:
                 runner = self.runner
                 self.submission.on_queued = lambda _ids: runner.wake()

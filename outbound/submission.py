@@ -26,6 +26,7 @@ from outbound.message_headers import address_domain, complete_message, from_addr
 from outbound.submission_protocol import SubmissionSMTP, peer_ip
 from outbound.suppression import SuppressionError, SuppressionList, normalize_address
 from postroom.core import replies as policy
+from postroom.core.addresses import split_mailbox
 from postroom.core.configload import parse_hostport
 from postroom.core.spool import Spool, SpoolError, SpoolFull
 
@@ -116,7 +117,9 @@ class SubmissionHandler:
         self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         user = self.users[str(session.auth_data)]
-        if address_domain(address) not in user.sender_domains:
+        # Strict: the domain checked is the one a remote MX reads; no quoted local part to dress it up.
+        sender = split_mailbox(address, allow_quoted=False)
+        if sender is None or sender.domain not in user.sender_domains:
             log.warning(
                 "MAIL FROM refused: not a sender domain of the user",
                 extra={"user": user.name, "mail_from": address, "client_ip": peer_ip(session)},
@@ -135,7 +138,7 @@ class SubmissionHandler:
             normalize_address(address)
         except ValueError:
             return policy.BAD_ADDRESS.render()
-        if "." not in address_domain(address):
+        if split_mailbox(address) is None:  # no address literals, source routes or single-label domains
             return policy.BAD_ADDRESS.render()
         try:
             entry = await self.suppression.lookup(address)
@@ -264,7 +267,9 @@ class SubmissionServer:
         suppression: SuppressionList,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Any | None = None,
     ) -> None:
+        """`metrics`: counts AUTH lockouts (`auth_lockout(scope)`) when given."""
         sub = cfg.submission
         if not sub.tls_cert or not sub.tls_key:
             raise ValueError("submission.tls_cert and submission.tls_key are required")
@@ -275,13 +280,24 @@ class SubmissionServer:
             lockout_seconds=sub.lockout_seconds,
             clock=monotonic,
         )
+        user_limiter = AuthLimiter(
+            max_failures=sub.user_auth_failures_before_lockout,
+            lockout_seconds=sub.lockout_seconds,
+            clock=monotonic,
+        )
         self._signer = DkimSigner(cfg.dkim)
         self._handler = SubmissionHandler(
             cfg,
             spool=spool,
             suppression=suppression,
             signer=self._signer,
-            authenticator=Authenticator(sub.users, limiter, clock=monotonic),
+            authenticator=Authenticator(
+                sub.users,
+                limiter,
+                user_limiter=user_limiter,
+                clock=monotonic,
+                on_lockout=getattr(metrics, "auth_lockout", None),
+            ),
             clock=clock,
         )
         self._server: asyncio.Server | None = None
@@ -322,6 +338,7 @@ class SubmissionServer:
             auth_require_tls=True,
             data_size_limit=self._cfg.submission.max_message_size,
             timeout=COMMAND_TIMEOUT,
+            error_limits=self._cfg.smtp.error_limits(),  # the MX's; counted only until AUTH succeeds
         )
         self._sessions.add(session)
         return session

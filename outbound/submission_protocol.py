@@ -1,6 +1,6 @@
 """aiosmtpd's SMTP protocol as the submission listener needs it.
 
-Three additions, each where aiosmtpd (pinned at 1.4.6) offers no hook: a client outside the allowed networks
+Three additions, each where aiosmtpd (1.4.x) offers no hook: a client outside the allowed networks
 is refused before the 220 greeting; aiosmtpd's own replies get RFC 3463 enhanced status codes; and AUTH
 credentials, which aiosmtpd hands to a synchronous callback, are verified by an async hook instead, so the
 scrypt check runs in a worker thread rather than on the event loop.
@@ -12,8 +12,9 @@ import asyncio
 import ipaddress
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, Session
 
+from postroom.core.smtp_guard import GuardedSMTP
 from postroom.core.smtpserver import with_enhanced_code
 
 
@@ -57,9 +58,10 @@ class _QuietSession(Session):
         self._login_data = value
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(GuardedSMTP):
     """aiosmtpd's protocol, plus: disallowed networks refused before the greeting, RFC 3463 enhanced codes on
-    aiosmtpd's own replies, and AUTH credentials verified asynchronously by the handler."""
+    aiosmtpd's own replies, AUTH credentials verified asynchronously by the handler, and the shared guards of
+    postroom/core/smtp_guard.py (control characters in the envelope refused, error limits until AUTH)."""
 
     def __init__(self, handler: SubmissionHooks, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=_defer_to_async_check, **kwargs)
@@ -70,7 +72,7 @@ class SubmissionSMTP(SMTP):
         return _QuietSession(self.loop)
 
     async def _handle_client(self) -> None:
-        # aiosmtpd (pinned at 1.4.6) has no connect hook; this runs before its 220 greeting.
+        # aiosmtpd (1.4.x) has no connect hook; this runs before its 220 greeting.
         assert self.session is not None and self.transport is not None
         self.session_task = asyncio.current_task()
         refusal = self.submission.connection_refusal(self.session)
@@ -79,6 +81,11 @@ class SubmissionSMTP(SMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    def errors_counted(self) -> bool:
+        # Until AUTH succeeds the client is anyone on an allowed network; after it, its errors (suppressed
+        # recipients of a big notification) are its application's business, not an attack.
+        return not (self.session is not None and self.session.authenticated)
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):

@@ -26,6 +26,7 @@ from inbound.smtp.routing import Refusal, Route, Router
 from postroom.core import replies as policy
 from postroom.core.configload import parse_hostport
 from postroom.core.envelope import SpoolEnvelope, VerdictRecord, facts_from_filters
+from postroom.core.smtp_limits import ERROR_LIMIT_REASON
 from postroom.core.smtpserver import PostroomSMTP
 from postroom.core.spool import Spool, SpoolError, SpoolFull, new_queue_id
 
@@ -147,6 +148,15 @@ class InboundHandler:
         task = asyncio.ensure_future(self.chain.session_closed(state.conn))
         task.add_done_callback(_log_task_failure)
         log.info("disconnect", extra={"event": "disconnect", "session": state.conn.session_id})
+
+    def on_error_limit(self, server: PostroomSMTP) -> None:
+        """A session closed at the hard error limit: one more refusal toward the client's auto-block."""
+        state: SessionState | None = server.postroom_state
+        if state is not None:
+            task = asyncio.ensure_future(
+                self._note_refusal(state.conn, Stage.CONNECT, ERROR_LIMIT_REASON, "smtp")
+            )
+            task.add_done_callback(_log_task_failure)
 
     async def handle_PROXY(self, server: PostroomSMTP, session: Any, envelope: Any, proxy_data: Any) -> bool:
         """With `smtp.proxy_protocol`, HAProxy's PROXY header names the real client; a broken one closes."""
@@ -360,7 +370,7 @@ class InboundHandler:
         self, conn: Connection, txn: Transaction, queue_id: str, routes: list[Route], now: float
     ) -> bytes:
         protocol = ("ESMTPS" if conn.tls else "ESMTP") if conn.esmtp else "SMTP"
-        reverse = f"{conn.reverse_name} " if conn.reverse_name else ""
+        reverse = f"{_header_safe(conn.reverse_name)} " if conn.reverse_name else ""
         rcpt = f"\r\n\tfor <{routes[0].address}>" if len(routes) == 1 else ""
         received = (
             f"Received: from {_header_safe(conn.helo) or 'unknown'} ({reverse}[{conn.peer_ip}])\r\n"
@@ -465,6 +475,9 @@ class SmtpListener:
             require_starttls=False,
             auth_require_tls=True,
             proxy_protocol_timeout=cfg.proxy_protocol_timeout if cfg.proxy_protocol else None,
+            error_limits=cfg.error_limits(),
+            offer_auth=False,  # an MX has no accounts
+            on_error_limit=self.handler.on_error_limit,
         )
 
     async def start(self, *, reuse_port: bool = False) -> None:

@@ -12,13 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from postroom.core.addresses import is_dot_atom
 from postroom.core.replies import BAD_ADDRESS, RELAY_DENIED, UNKNOWN_TENANT, Reply
 
 # RFC 1123 host label, lowercase; a tenant is one such label.
 _TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-# RFC 5322 dot-atom without `%` (the classic relay hack) and without quoting.
-_ATOM = r"[A-Za-z0-9!#$&'*+\-/=?^_`{|}~]+"
-_LOCAL_RE = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
 MAX_LOCAL_LENGTH = 64
 
 
@@ -56,7 +54,7 @@ class Router:
         tenant = domain[: -len(suffix) - 1] if len(domain) > len(suffix) else ""
         if not _TENANT_RE.match(tenant):
             return Refusal(UNKNOWN_TENANT, f"<{address}>: no such tenant")
-        if "@" in local or len(local) > MAX_LOCAL_LENGTH or not _LOCAL_RE.match(local):
+        if len(local) > MAX_LOCAL_LENGTH or not _plain_local_part(local):
             # Quoted strings, `%` routing and nested `@` never reach a mailbox: refuse as relay attempts.
             return Refusal(RELAY_DENIED, f"<{address}>: local part not accepted")
         if self.tenants is not None and tenant not in self.tenants:
@@ -76,6 +74,11 @@ class Router:
             if domain == suffix or domain.endswith("." + suffix):
                 return suffix
         return None
+
+
+def _plain_local_part(local: str) -> bool:
+    """An ASCII RFC 5322 dot-atom without `%` (the classic relay hack): no quoting, no nested `@`."""
+    return local.isascii() and "%" not in local and is_dot_atom(local)
 
 
 def load_tenant_file(path: str | Path) -> frozenset[str]:

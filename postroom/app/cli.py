@@ -16,8 +16,10 @@ import orjson
 
 from postroom.app import blockcli, deadletter, queueview, trace
 from postroom.app import relaycli as outbound_cli
-from postroom.app.config import Config, load_config
+from postroom.app.config import Config, load_config, signing_secrets
 from postroom.core.configload import ConfigError
+from postroom.core.queue_ids import InvalidQueueId, parse_queue_id
+from postroom.core.secret_policy import check_secrets
 from postroom.core.spool import Spool, SpoolError
 
 T = TypeVar("T")
@@ -44,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"postroom: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (CliError, SpoolError) as exc:
+    except (CliError, SpoolError, InvalidQueueId) as exc:
         print(f"postroom: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:
@@ -135,6 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from postroom.app.workers import supervise, worker_index
 
     config: Config = args.config_obj
+    check_secrets(signing_secrets(config))  # a guessable key would let anyone forge what it signs
     configure_logging(config)
     worker = worker_index()
     if worker is None and config.smtp.workers > 1:  # only a config file can ask for workers
@@ -249,7 +252,7 @@ def _chosen_ids(args: argparse.Namespace, spool: Any) -> list[str]:
         raise CliError("name the messages (IDs) or use --all")
     if selection != deadletter.DeadLetterFilter():
         raise CliError("--tenant/--since/--reason select messages only together with --all")
-    return list(args.ids)
+    return [parse_queue_id(text) for text in args.ids]  # every id checked before any is acted on
 
 
 def _selection(args: argparse.Namespace) -> deadletter.DeadLetterFilter:

@@ -35,6 +35,14 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
+def signing_secrets(config: Config) -> list[tuple[str, str]]:
+    """The HMAC keys `serve` signs with, by dotted key (postroom/core/secret_policy.py checks them)."""
+    keys = [("webhook.secret", config.webhook.secret)]
+    if config.outbound.bounce_domain:  # VERP return paths carry a MAC of their own key
+        keys.append(("outbound.verp_secret", config.outbound.verp_secret))
+    return keys
+
+
 def load_config(path: str | Path | None) -> Config:
     """Load and validate a config file; None gives the embedded defaults."""
     if path is None:

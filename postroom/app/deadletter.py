@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from postroom.core.envelope import SpoolEnvelope
+from postroom.core.queue_ids import parse_queue_id
 from postroom.core.spool import DEAD, INCOMING, Spool, SpoolError, queued_at_from_id
 
 _HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
@@ -85,6 +86,7 @@ def list_dead(spool: Spool, selection: DeadLetterFilter = DeadLetterFilter()) ->
 
 def show(spool: Spool, queue_id: str) -> dict[str, Any]:
     """Everything an operator needs to judge a dead letter: meta, delivery history, last response."""
+    queue_id = parse_queue_id(queue_id)
     if spool.locate(queue_id) != DEAD:
         raise SpoolError(f"{queue_id} is not in the dead-letter directory")
     message = spool.read(DEAD, queue_id)
@@ -102,7 +104,7 @@ def show(spool: Spool, queue_id: str) -> dict[str, Any]:
 def replay(spool: Spool, queue_ids: Iterable[str], *, dry_run: bool = False) -> list[str]:
     """Move dead letters back to incoming/ with a fresh retry schedule; returns the ids moved."""
     moved = []
-    for queue_id in queue_ids:
+    for queue_id in map(parse_queue_id, queue_ids):
         if spool.locate(queue_id) != DEAD:
             raise SpoolError(f"{queue_id} is not in the dead-letter directory")
         if dry_run:
@@ -121,7 +123,7 @@ def replay(spool: Spool, queue_ids: Iterable[str], *, dry_run: bool = False) -> 
 
 def purge(spool: Spool, queue_ids: Iterable[str], *, dry_run: bool = False) -> list[str]:
     removed = []
-    for queue_id in queue_ids:
+    for queue_id in map(parse_queue_id, queue_ids):
         if spool.locate(queue_id) != DEAD:
             raise SpoolError(f"{queue_id} is not in the dead-letter directory")
         if dry_run or spool.remove(DEAD, queue_id):

@@ -7,6 +7,7 @@ A newcomer runs one command and watches a ticket arrive: the listener on 127.0.0
 from __future__ import annotations
 
 import asyncio
+import secrets
 import smtplib
 import sys
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from postroom.app.config import Config
 from postroom.app.serve import Postroom
 from postroom.core.configload import parse_hostport
+from postroom.core.secret_policy import PUBLIC_DEFAULTS
 from postroom.helpdesk.receiver import TicketReceiver, describe
 
 SAMPLE_RECIPIENT_LOCAL = "support+4711"
@@ -42,6 +44,9 @@ def _send(host: str, port: int, sender: str, recipient: str, raw: bytes) -> str:
 
 async def run_demo(config: Config | None, *, once: bool) -> int:
     config = config or Config()
+    if config.webhook.secret in PUBLIC_DEFAULTS:
+        # The demo signs for its own receiver only: a fresh key, never the public default.
+        config.webhook.secret = secrets.token_hex(32)
     url = urlsplit(config.webhook.url)
     printed = asyncio.Event()
 

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import gzip
 import math
-import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -21,9 +20,9 @@ from typing import Any
 import orjson
 
 from postroom.app.config import Config
+from postroom.core.queue_ids import parse_queue_id
 from postroom.core.spool import Spool, SpoolError
 
-QUEUE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SPOOL = "spool"
 # Keys a human trace line leaves out: shown in its fixed columns, or the traced id itself.
 _SHOWN = frozenset({"ts", "at", "queued_at", "level", "logger", "event", "id", "queue_id"})
@@ -34,8 +33,7 @@ def trace(queue_id: str, *, spool: Spool, log_paths: Sequence[Path]) -> list[dic
 
     Sorted by time; events without a time (non-JSON log lines) come last.
     """
-    if not QUEUE_ID.fullmatch(queue_id):
-        raise ValueError(f"not a queue id: {queue_id!r}")
+    queue_id = parse_queue_id(queue_id)  # InvalidQueueId is a ValueError
     events = spool_events(queue_id, spool)
     for path in log_paths:
         events.extend(log_events(queue_id, path))

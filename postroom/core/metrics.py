@@ -191,6 +191,12 @@ class Metrics:
             ["destination", "outcome"],
             registry=reg,
         )
+        self._auth_lockouts = Counter(
+            "postroom_submission_auth_lockouts",
+            "Submission AUTH lockouts started, per scope (ip, ip_user, user).",
+            ["scope"],
+            registry=reg,
+        )
 
     # ---- SMTP listener ------------------------------------------------------------------------------------
 
@@ -237,6 +243,9 @@ class Metrics:
     def outbound_delivery(self, destination: str, outcome: str) -> None:
         """`destination` is a domain or a class of them (e.g. "gmail.com"); bounded by the guard."""
         self._outbound.labels(self.destinations(destination.lower()), outcome).inc()
+
+    def auth_lockout(self, scope: str) -> None:
+        self._auth_lockouts.labels(scope).inc()
 
     # ---- spool and exposition -----------------------------------------------------------------------------
 

@@ -45,6 +45,10 @@ TOO_MANY_FROM_IP = Reply(421, "4.7.0", "too many connections from your address, 
 SESSION_TOO_LONG = Reply(421, "4.4.2", "session time limit exceeded, closing connection")
 SHUTTING_DOWN = Reply(421, "4.3.2", "service shutting down, try again later")
 TENANT_BACKPRESSURE = Reply(451, "4.3.0", "mailbox temporarily unavailable, try again later")
+# Protocol guards shared by both listeners (postroom/core/smtp_guard.py).
+FORBIDDEN_CHARACTERS = Reply(501, "5.5.4", "control characters and invalid UTF-8 are not allowed here")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "too many errors, closing connection")
+AUTH_NOT_OFFERED = Reply(503, "5.5.1", "authentication is not offered here")
 
 # Outbound submission (port 587) replies.
 CLIENT_NOT_ALLOWED = Reply(554, "5.7.1", "access denied: client network not allowed")

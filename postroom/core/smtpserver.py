@@ -5,6 +5,7 @@
 - Every 4xx/5xx reply carries an RFC 3463 enhanced status code, including aiosmtpd's built-in replies.
 - A whole-session time limit on top of aiosmtpd's per-command idle timeout.
 - DATA is read in chunks and searched for the end-of-data line, not line by line (see `_read_data`).
+- The guards of `GuardedSMTP` (control characters, error limits, no AUTH) screen every reply.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING
 
 from postroom.core.replies import MESSAGE_TOO_BIG, SESSION_TOO_LONG
+from postroom.core.smtp_guard import GuardedSMTP
 
 log = logging.getLogger("postroom.smtp")
 
@@ -116,7 +118,7 @@ ConnectHook = Callable[["PostroomSMTP"], Awaitable[str | None]]
 CloseHook = Callable[["PostroomSMTP"], None]
 
 
-class PostroomSMTP(SMTP):
+class PostroomSMTP(GuardedSMTP):
     def __init__(
         self,
         handler: Any,
@@ -186,11 +188,14 @@ class PostroomSMTP(SMTP):
                     if self.transport is not None:
                         self.transport.close()
                     return
-            status = with_enhanced_code(status)
-            response = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
+            screened = await self.screen_reply(with_enhanced_code(status))
+            if screened is None:
+                return
+            response = screened.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + b"\r\n"
         else:
             response = bytes(status) + b"\r\n"
         await self._send(response)
+        self.after_reply()
 
     async def _send(self, response: bytes) -> None:
         """Write a reply — or hold it while the client has pipelined more commands (RFC 2920).

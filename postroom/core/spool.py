@@ -19,6 +19,9 @@ A delivery attempt holds an exclusive flock(2) on its message file from the clai
 active/ (see `claim`). The kernel drops the lock when the process dies, however it dies, so recovery can tell
 an attempt in flight in another process (a sibling worker) from one abandoned by a crash, and several
 workers can share one spool without stealing each other's work.
+
+Reads open with O_NOFOLLOW and take regular files only (postroom/core/regular_files.py): a symlink or FIFO
+planted in a state directory is neither shown, nor delivered, nor replayed.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from postroom.core.dirsync import DirectorySync, fsync_directory
+from postroom.core.regular_files import NotRegularFile, is_regular, open_regular, read_regular
 
 if TYPE_CHECKING:
     from postroom.core.config import SpoolConfig
@@ -254,16 +258,21 @@ class Spool:
 
     def read(self, state: str, queue_id: str) -> SpooledMessage:
         try:
-            with open(self.path(state, queue_id), "rb") as fh:
-                data = fh.read()
+            data = read_regular(self.path(state, queue_id))
         except FileNotFoundError:
             raise SpoolError(f"no message {queue_id} in {state}/") from None
+        except NotRegularFile:
+            raise SpoolError(f"{state}/{queue_id}: not a regular spool file, refused") from None
         meta, raw = decode_message(data)
         return SpooledMessage(queue_id, state, meta, raw)
 
     def read_meta(self, state: str, queue_id: str) -> dict[str, Any]:
         """The envelope/meta without reading the (possibly large) message body."""
-        with open(self.path(state, queue_id), "rb") as fh:
+        try:
+            fd = open_regular(self.path(state, queue_id))
+        except NotRegularFile:
+            raise SpoolError(f"{state}/{queue_id}: not a regular spool file, refused") from None
+        with os.fdopen(fd, "rb") as fh:
             header = fh.readline(64)
             if not header.startswith(_MAGIC):
                 raise SpoolError(f"{queue_id}: not a Postroom spool file")
@@ -280,7 +289,7 @@ class Spool:
 
     def locate(self, queue_id: str) -> str | None:
         for state in QUEUE_STATES:
-            if os.path.exists(self.path(state, queue_id)):
+            if is_regular(self.path(state, queue_id)):  # a planted symlink is no message
                 return state
         return None
 
@@ -339,8 +348,8 @@ class Spool:
     def _lock(self, path: str) -> int | None:
         """An open, exclusively locked descriptor of `path`; None if it is missing or locked elsewhere."""
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+            fd = open_regular(path)
+        except (FileNotFoundError, NotRegularFile):
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -375,9 +384,11 @@ class Spool:
 
     def load_state(self, queue_id: str) -> DeliveryState:
         try:
-            with open(self._state_path(queue_id), "rb") as fh:
-                data = fh.read()
+            data = read_regular(self._state_path(queue_id))
         except FileNotFoundError:
+            return DeliveryState()
+        except NotRegularFile:
+            log.warning("state file is not a regular file, ignored", extra={"queue_id": queue_id})
             return DeliveryState()
         try:
             return DeliveryState.from_dict(orjson.loads(data))

@@ -51,8 +51,9 @@ LISTENING = (
 )
 SENDER = "helpdesk@senders.dest.test"
 
-# Apart from the webhook secret ("test-secret"): the runner must sign VERP addresses with this one.
-VERP_SECRET = "test-verp-secret-0123456789"
+# Apart from the webhook secret: the runner must sign VERP addresses with this one (32+ bytes, as `serve`
+# requires of every signing key).
+VERP_SECRET = "test-verp-secret-0123456789abcdef0123"
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,7 @@ def delivery_settings(tmp_path: Path, dns: DnsServer, port: int, **outbound: Any
     return {
         "spool": {"path": str(tmp_path / "spool"), "min_free_bytes": 0},
         "dns": {"nameservers": [dns.nameserver], "timeout": 2.0},
-        "webhook": {"secret": "test-secret"},
+        "webhook": {"secret": VERP_SECRET},
         "outbound": settings,
     }
 

@@ -86,3 +86,62 @@ def test_invalid_utf8_passwords_fail_and_count() -> None:
         assert (await auth.authenticate("127.0.0.9", b"helpdesk", b"right"))[0] is AuthOutcome.LOCKED
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def make_keyed_authenticator(
+    clock: FakeClock, lockouts: list[str], *, user_ceiling: int = 12
+) -> Authenticator:
+    users = [SubmissionUser("helpdesk", hash_password("right", n=2**4), ["mail-out.test"])]
+    return Authenticator(
+        users,
+        AuthLimiter(max_failures=5, lockout_seconds=900, clock=clock),
+        user_limiter=AuthLimiter(max_failures=user_ceiling, lockout_seconds=900, clock=clock),
+        clock=clock,
+        on_lockout=lockouts.append,
+    )
+
+
+def test_another_hosts_failures_do_not_lock_out_the_real_client() -> None:
+    async def scenario() -> None:
+        lockouts: list[str] = []
+        auth = make_keyed_authenticator(FakeClock(), lockouts)
+        for _ in range(5):
+            assert (await auth.authenticate("127.0.0.66", b"helpdesk", b"guess"))[0] is AuthOutcome.INVALID
+        assert lockouts == ["ip", "ip_user"]
+        assert (await auth.authenticate("127.0.0.66", b"helpdesk", b"right"))[0] is AuthOutcome.LOCKED
+        assert (await auth.authenticate("127.0.0.10", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def test_one_user_failing_from_a_shared_address_is_locked_per_ip_and_user() -> None:
+    async def scenario() -> None:
+        lockouts: list[str] = []
+        auth = make_keyed_authenticator(FakeClock(), lockouts)
+        for _ in range(5):  # the successes of another user on the same address keep clearing the IP count
+            assert (await auth.authenticate("127.0.0.5", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+            assert (await auth.authenticate("127.0.0.5", b"intruder", b"x"))[0] is AuthOutcome.INVALID
+        assert lockouts == ["ip_user"]
+        assert (await auth.authenticate("127.0.0.5", b"intruder", b"x"))[0] is AuthOutcome.LOCKED
+        assert (await auth.authenticate("127.0.0.5", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+
+
+def test_distributed_guessing_meets_the_per_user_ceiling_but_known_clients_keep_sending() -> None:
+    async def scenario() -> None:
+        lockouts: list[str] = []
+        clock = FakeClock()
+        auth = make_keyed_authenticator(clock, lockouts, user_ceiling=12)
+        assert (await auth.authenticate("127.0.0.10", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+        for host in range(6):  # two guesses from each of six hosts: none reaches its own limit of five
+            for _ in range(2):
+                await auth.authenticate(f"127.0.1.{host}", b"helpdesk", b"guess")
+        assert lockouts == ["user"]
+        outcome, _ = await auth.authenticate("127.0.2.1", b"helpdesk", b"right")
+        assert outcome is AuthOutcome.LOCKED  # a client never seen: refused until the lockout ends
+        assert (await auth.authenticate("127.0.0.10", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+        clock.advance(901)
+        assert (await auth.authenticate("127.0.2.1", b"helpdesk", b"right"))[0] is AuthOutcome.OK
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))

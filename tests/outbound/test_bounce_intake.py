@@ -115,6 +115,32 @@ async def test_no_dsn_for_a_message_from_the_null_sender(tmp_path: Path) -> None
     assert dsn_id is None and spool.ids(INCOMING) == []
 
 
+async def test_no_dsn_when_an_address_would_inject_a_header(tmp_path: Path) -> None:
+    """CVE-2024-6923's class of bug: a value with a line break is refused, never written into a header."""
+    spool = Spool(tmp_path / "out").create()
+    injected = {"id": "0018F2A6B3C4D5E6A", "mail_from": "a@sender.test\r\nBcc: victim@else.test"}
+    dsn_id = await queue_dsn(
+        spool,
+        original_meta=injected,
+        original_raw=ORIGINAL,
+        failures=[GONE],
+        reporting_mta="relay.test",
+        now=1.0,
+    )
+    assert dsn_id is None and spool.ids(INCOMING) == []
+    meta = {"id": "0018F2A6B3C4D5E6A", "mail_from": "a@sender.test"}
+    bad_rcpt = FailedRecipient("gone@x.test\nX-Evil: 1", "5.1.1", "550 5.1.1 gone")
+    dsn_id = await queue_dsn(
+        spool,
+        original_meta=meta,
+        original_raw=ORIGINAL,
+        failures=[bad_rcpt],
+        reporting_mta="relay.test",
+        now=1.0,
+    )
+    assert dsn_id is None and spool.ids(INCOMING) == []
+
+
 def processor(tmp_path: Path) -> tuple[BounceProcessor, MemorySuppressionList]:
     suppression = MemorySuppressionList(tmp_path / "suppression.json")
     return BounceProcessor(bounce_domain=BOUNCE_DOMAIN, secret=SECRET, suppression=suppression), suppression

@@ -213,11 +213,11 @@ def test_repeated_failures_lock_out_until_the_lockout_expires(
                 auth_plain(client, "helpdesk", HELPDESK_PASSWORD)
             assert (locked.value.smtp_code, locked.value.smtp_error[:5]) == (454, b"4.7.0")
 
-        # The user stays locked from another address; the locked address is refused for any user.
+        # The real client on another address is not locked out by this host's failures; the locked address
+        # is refused for any user.
         with connect(srv, tls_files, source_ip="127.0.0.2") as client:
-            with pytest.raises(smtplib.SMTPAuthenticationError) as other_ip:
-                auth_plain(client, "helpdesk", HELPDESK_PASSWORD)
-            assert other_ip.value.smtp_code == 454
+            assert auth_plain(client, "helpdesk", HELPDESK_PASSWORD)[0] == 235
+        with connect(srv, tls_files, source_ip="127.0.0.2") as client:
             assert auth_plain(client, "other", OTHER_PASSWORD)[0] == 235
         with connect(srv, tls_files) as client:
             with pytest.raises(smtplib.SMTPAuthenticationError) as same_ip:
@@ -386,3 +386,68 @@ def test_stop_ends_idle_tls_sessions_promptly(submission_config: Config, tls_fil
     with pytest.raises(smtplib.SMTPServerDisconnected):
         idle.noop()
     idle.close()
+
+
+def test_control_characters_in_the_envelope_are_refused(
+    submission_config: Config, tls_files: TlsFiles
+) -> None:
+    spool = outbound_spool(submission_config)
+    with (
+        running_submission(
+            submission_config, spool=spool, suppression=suppression_for(submission_config)
+        ) as srv,
+        connect(srv, tls_files) as client,
+    ):
+        client.login("helpdesk", HELPDESK_PASSWORD)
+        code, reply = client.docmd("MAIL FROM:<supp\0ort@mail-out.test>")
+        assert (code, reply[:5]) == (501, b"5.5.4")
+        code, reply = client.docmd('MAIL FROM:<"ceo@other.test"@mail-out.test>')
+        assert (code, reply[:5]) == (553, b"5.7.1")
+        assert client.mail("support@mail-out.test")[0] == 250
+        for rcpt in ("v\0@other.example", "v@other\0.example", "v\x1b@other.example"):
+            code, reply = client.docmd(f"RCPT TO:<{rcpt}>")
+            assert (code, reply[:5]) == (501, b"5.5.4"), rcpt
+        code, reply = client.docmd("EHLO c\0.example")
+        assert (code, reply[:5]) == (501, b"5.5.4")
+    assert spool.ids(INCOMING) == []
+
+
+def test_recipients_must_be_plain_mailboxes(submission_config: Config, tls_files: TlsFiles) -> None:
+    with (
+        running_submission(
+            submission_config,
+            spool=outbound_spool(submission_config),
+            suppression=suppression_for(submission_config),
+        ) as srv,
+        connect(srv, tls_files) as client,
+    ):
+        client.login("helpdesk", HELPDESK_PASSWORD)
+        assert client.mail("support@mail-out.test")[0] == 250
+        for rcpt in ("user@[192.0.2.1]", "user@localhost", "user@-bad.example"):
+            code, reply = client.docmd(f"RCPT TO:<{rcpt}>")
+            assert code in (501, 553), (rcpt, code, reply)
+        assert client.rcpt("alice@dest-one.test")[0] == 250
+
+
+def test_a_from_header_the_strict_parser_doubts_is_refused(
+    submission_config: Config, tls_files: TlsFiles
+) -> None:
+    """getaddresses on 3.11.7 reads these as an address in the user's domain (CVE-2023-27043)."""
+    spool = outbound_spool(submission_config)
+    with (
+        running_submission(
+            submission_config, spool=spool, suppression=suppression_for(submission_config)
+        ) as srv,
+        connect(srv, tls_files) as client,
+    ):
+        client.login("helpdesk", HELPDESK_PASSWORD)
+        for sender in (
+            '"ceo@other.test" support@mail-out.test',
+            "ceo@other.test (support@mail-out.test",
+            '"ceo@other.test"@mail-out.test',
+        ):
+            assert client.mail("support@mail-out.test")[0] == 250
+            assert client.rcpt("alice@dest-one.test")[0] == 250
+            code, reply = client.data(f"From: {sender}\r\nTo: alice@dest-one.test\r\n\r\nhi\r\n".encode())
+            assert (code, reply[:5]) == (550, b"5.6.0"), sender
+    assert spool.ids(INCOMING) == []

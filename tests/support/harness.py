@@ -20,7 +20,7 @@ from typing import Any
 from postroom.app.config import Config, config_from_mapping
 from postroom.app.serve import Postroom
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"  # `serve` wants 32 bytes or more
 PR_SET_PDEATHSIG = 1  # prctl(2)
 DOMAIN = "helpdesk.test"
 REPO = Path(__file__).resolve().parents[2]

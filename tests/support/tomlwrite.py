@@ -1,4 +1,5 @@
-"""A minimal TOML writer for test configs (tables of scalars and lists; nested tables by dotted names)."""
+"""A minimal TOML writer for test configs (tables of scalars and lists, lists of
+inline tables; nested tables by dotted names)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def _value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # only inside a list (an array of inline tables, e.g. submission users)
+        return "{" + ", ".join(f"{key} = {_value(v)}" for key, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 

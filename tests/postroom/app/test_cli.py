@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from inbound.ticket.payload import validate_ticket
 from postroom.app.cli import main
 from postroom.core.envelope import SpoolEnvelope
-from postroom.core.spool import DEAD, INCOMING, DeliveryState, Spool, new_queue_id
+from postroom.core.spool import DEAD, INCOMING, DeliveryState, Spool, encode_message, new_queue_id
 from tests.support import tomlwrite
 from tests.support.harness import config_mapping, message
 
@@ -139,8 +140,10 @@ def test_dead_letter_replay_and_purge(config_path: Path, capsys: pytest.CaptureF
 
 
 def test_dead_letter_errors_are_one_line(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["dead-letter", "replay", "NOPE", "-c", str(config_path)]) == 1
-    assert capsys.readouterr().err.strip() == "postroom: NOPE is not in the dead-letter directory"
+    assert main(["dead-letter", "replay", "0018F2A6B3C4D5E6ABC", "-c", str(config_path)]) == 1
+    assert (
+        capsys.readouterr().err.strip() == "postroom: 0018F2A6B3C4D5E6ABC is not in the dead-letter directory"
+    )
     assert main(["dead-letter", "replay", "-c", str(config_path)]) == 1
     assert "name the messages" in capsys.readouterr().err
     assert main(["dead-letter", "purge", "X", "--all", "-c", str(config_path)]) == 1
@@ -161,3 +164,55 @@ def test_check_takes_the_sender_from_the_file_unless_told(
     assert second["envelope"]["mail_from"] == "" and second["auto_submitted"] is True
     assert main(["check", str(plain), "--mail-from", ""]) == 0
     assert json.loads(capsys.readouterr().out)["envelope"]["mail_from"] == ""
+
+
+@pytest.mark.parametrize("text", ["NOPE", "../../etc/passwd", "/etc/passwd", "0018F2A6B3C4D5E6AB\0", "", "*"])
+def test_queue_ids_on_the_command_line_are_checked_before_any_lookup(
+    config_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    for command in (["show", text], ["replay", text], ["purge", text]):
+        assert main(["dead-letter", *command, "-c", str(config_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("postroom: not a queue id: ") and err.count("\n") == 1, err
+    assert main(["trace", text, "-c", str(config_path)]) == 2
+    assert "not a queue id" in capsys.readouterr().err
+
+
+def test_a_symlink_planted_in_dead_is_neither_shown_listed_nor_replayed(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = Spool(config_path.parent / "spool").create()
+    outside = tmp_path / "outside.msg"  # a spool-format file outside the spool: the link's target
+    outside.write_bytes(encode_message({"tenant": "acme"}, b"Subject: secret\r\n\r\nroot:x:0:0\r\n"))
+    planted = new_queue_id()
+    (spool.root / DEAD / f"{planted}.msg").symlink_to(outside)
+    fifo = new_queue_id()
+    os.mkfifo(spool.root / DEAD / f"{fifo}.msg")
+    real = _dead_letter(spool, "acme", "http 400", 400)
+
+    assert main(["dead-letter", "list", "--json", "-c", str(config_path)]) == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [real]
+    for queue_id in (planted, fifo):
+        for command in ("show", "replay", "purge"):
+            assert main(["dead-letter", command, queue_id, "-c", str(config_path)]) == 1
+            captured = capsys.readouterr()
+            assert "root:x" not in captured.out and captured.err.count("\n") == 1, captured
+    assert main(["dead-letter", "replay", "--all", "-c", str(config_path)]) == 0
+    assert spool.ids(INCOMING) == [real]
+    assert (spool.root / DEAD / f"{planted}.msg").is_symlink() and outside.exists()
+    assert spool.claim(planted, now=spool.clock()) is None  # the runner skips one in incoming/ too
+
+
+def test_serve_refuses_a_public_or_short_webhook_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for secret, problem in (("change-me", "public default"), ("x", "1 bytes"), ("a" * 31, "31 bytes")):
+        mapping = config_mapping(tmp_path / "spool", "http://127.0.0.1:9/t")
+        mapping["webhook"]["secret"] = secret
+        path = tomlwrite.write(tmp_path / "weak.toml", mapping)
+        assert main(["serve", "-c", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("postroom: config error: webhook.secret: ") and problem in err, err
+        assert err.count("\n") == 1
+    # Commands that sign nothing still run with a weak secret.
+    assert main(["queue", "-c", str(path)]) == 0

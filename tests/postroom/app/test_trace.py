@@ -117,8 +117,10 @@ def test_trace_merges_spool_history_and_log_lines_in_time_order(
 
 def test_trace_of_a_delivered_message_comes_from_the_logs_only(spool: Spool, tmp_path: Path) -> None:
     log_file = tmp_path / "postroom.log"
-    log_file.write_text('{"ts":"2023-11-14T22:13:20.000Z","event":"delivered","queue_id":"GONE1"}\n')
-    events = trace("GONE1", spool=spool, log_paths=[log_file])
+    log_file.write_text(
+        '{"ts":"2023-11-14T22:13:20.000Z","event":"delivered","queue_id":"0018F2A6B3C4D5E6A01"}\n'
+    )
+    events = trace("0018F2A6B3C4D5E6A01", spool=spool, log_paths=[log_file])
     assert [(e["source"], e["event"]) for e in events] == [
         (str(log_file), "delivered"),
         ("spool", "not in spool"),
@@ -160,9 +162,9 @@ def test_cli_prints_json_lines_and_exits_1_when_nothing_is_known(
         "now in deferred/",
     ]
 
-    code, _ = run_cli(["trace", "0000000000000NONE00"], spool)
+    code, _ = run_cli(["trace", "0000000000000D0E000"], spool)
     assert code == 1
-    assert "no trace of 0000000000000NONE00" in capsys.readouterr().err
+    assert "no trace of 0000000000000D0E000" in capsys.readouterr().err
 
     code, _ = run_cli(["trace", queue_id, "--log", str(tmp_path / "missing.log")], spool)
     assert code == 2
