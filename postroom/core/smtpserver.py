@@ -13,10 +13,11 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP
 
+from postroom.core import smtpsetup
 from postroom.core.replies import MESSAGE_TOO_BIG, SESSION_TOO_LONG
 
 log = logging.getLogger("postroom.smtp")
@@ -126,14 +127,20 @@ class PostroomSMTP(SMTP):
         session_timeout: float,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        self._yielding_reader: _YieldingStreamReader | None = None
+        if smtpsetup.supports(kwargs):  # aiosmtpd's constructor minus its per-connection introspection
+            loop = asyncio.get_running_loop()
+            own = _YieldingStreamReader(limit=self.line_length_limit, loop=loop)
+            smtpsetup.init_protocol(self, handler, own, **kwargs)
+        else:
+            super().__init__(handler, **kwargs)
         # aiosmtpd builds its StreamReader inline; give that same object the yielding readuntil above.
         reader = getattr(self, "_stream_reader", None)
-        self._yielding_reader: _YieldingStreamReader | None = None
         if reader is not None and type(reader) is asyncio.StreamReader:
             reader.__class__ = _YieldingStreamReader
-            self._yielding_reader = cast(_YieldingStreamReader, reader)
-            self._yielding_reader.before_wait = self._flush_held
+        if isinstance(reader, _YieldingStreamReader):
+            self._yielding_reader = reader
+            reader.before_wait = self._flush_held
         self._held: list[bytes] = []
         self._on_connect = on_connect
         self._on_close = on_close
