@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -146,19 +147,18 @@ class PostroomSMTP(SMTP):
         self._on_close = on_close
         self._session_timeout = session_timeout
         self._greeted = False
-        self._deadline: asyncio.TimerHandle | None = None
+        self._session_deadline = math.inf  # loop time; set when the connection is made
+        self._idle_deadline = math.inf
+        self._watch_at = math.inf  # when the watchdog timer (aiosmtpd's `_timeout_handle`) fires
         self._close_reported = False
         self.postroom_state: Any = None  # the handler's per-session state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None
+        if self.transport is None:  # not the second call, after STARTTLS
+            self._session_deadline = self.loop.time() + self._session_timeout
         super().connection_made(transport)
-        if first:
-            self._deadline = self.loop.call_later(self._session_timeout, self._session_expired)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
         if not self._close_reported:
             self._close_reported = True
             self._on_close(self)
@@ -173,6 +173,30 @@ class PostroomSMTP(SMTP):
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, match[2].lstrip()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd calls this for every command, and re-arms a timer each time. Here one watchdog timer per
+        session guards both the idle limit and the whole-session limit: a command only moves the idle
+        deadline, and the watchdog, when it fires early, re-arms itself for the deadline then current."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None or self._idle_deadline < self._watch_at:
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._watch_at = min(self._idle_deadline, self._session_deadline)
+        self._timeout_handle = self.loop.call_at(self._watch_at, self._watchdog)
+
+    def _watchdog(self) -> None:
+        now = self.loop.time()
+        if now >= self._session_deadline:
+            self._session_expired()
+        elif now >= self._idle_deadline:
+            self._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd's idle timeout: it closes
+        else:
+            self._timeout_handle = None
+            self._arm_watchdog()
 
     def _session_expired(self) -> None:
         self.close_with(SESSION_TOO_LONG.render())
