@@ -229,9 +229,14 @@ class PostroomSMTP(SMTP):
         A batch MAIL/RCPT/DATA then costs one write instead of three. Held replies go out with the next
         reply sent, or before the reader waits for input, so a client never waits for a reply it is owed.
         Only 250s are held: greetings, 354, errors and the replies before a close are sent at once.
+
+        The lines of a multiline reply before its last ("250-SIZE ...") are held too: the client waits for
+        the last line anyway. aiosmtpd pushes EHLO's eight lines one by one; this makes them one write.
         """
         reader = self._yielding_reader
-        if reader is not None and response.startswith(b"250") and reader.has_line():
+        if reader is not None and (
+            response[3:4] == b"-" or (response.startswith(b"250") and reader.has_line())
+        ):
             self._held.append(response)
             return
         if self._held:

@@ -133,6 +133,31 @@ async def test_a_pipelined_batch_gets_its_replies_in_order_in_one_write(tmp_path
     assert bye.startswith("221 2.0.0")
 
 
+async def test_the_lines_of_a_multiline_reply_go_out_in_one_write(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "spool", "http://127.0.0.1:9/tickets")
+    async with running(config) as app:
+        sock = socket.create_connection(("127.0.0.1", smtp_port(config)), timeout=10)
+        reader = sock.makefile("rb")
+        with sock, reader:
+            await asyncio.to_thread(_read_replies, reader, 1)
+            (server,) = app.handler._open
+            writes: list[bytes] = []
+            real_write = server._writer.write
+
+            def counting_write(data: bytes) -> None:
+                writes.append(bytes(data))
+                real_write(data)
+
+            server._writer.write = counting_write  # type: ignore[method-assign]
+            sock.sendall(b"EHLO client.example.org\r\n")
+            (last,) = await asyncio.to_thread(_read_replies, reader, 1)
+    assert last == "250 HELP"
+    assert len(writes) == 1, writes
+    lines = writes[0].decode().split("\r\n")
+    assert lines[0].startswith("250-mx.helpdesk.test") and lines[-2:] == ["250 HELP", ""]
+    assert all(line.startswith("250-") for line in lines[:-2])
+
+
 async def test_a_lone_command_is_answered_at_once(tmp_path: Path) -> None:
     """No pipelined input behind a command: its reply is not held (the client is waiting for it)."""
     config = make_config(tmp_path / "spool", "http://127.0.0.1:9/tickets")
