@@ -109,7 +109,9 @@ class Receiver:
 
 
 async def smtp_source(port: int, messages: int, sessions: int, keep_open: bool) -> None:
-    exe = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    exe = shutil.which("smtp-source")
+    if exe is None:
+        raise RuntimeError("smtp-source (Postfix's load generator) is not on PATH")
     argv = [exe, "-s", str(sessions), "-m", str(messages), "-M", "client.bench.test"]
     argv += ["-f", "a@example.net", "-t", f"x@acme.{MAIL_DOMAIN}"]
     if keep_open:
