@@ -38,6 +38,17 @@ class GuardedSMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.init_guard(error_limits=error_limits, offer_auth=offer_auth, on_error_limit=on_error_limit)
+
+    def init_guard(
+        self,
+        *,
+        error_limits: ErrorLimits | None = None,
+        offer_auth: bool = True,
+        on_error_limit: ErrorLimitHook | None = None,
+    ) -> None:
+        """The guard's own state, after aiosmtpd's (a subclass that builds aiosmtpd's state another way
+        calls this itself)."""
         self._errors = ErrorCounter(error_limits) if error_limits is not None else None
         self._offer_auth = offer_auth
         self._on_error_limit = on_error_limit

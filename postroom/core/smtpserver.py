@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from aiosmtpd.smtp import MISSING
 
+from postroom.core import smtpsetup
 from postroom.core.replies import MESSAGE_TOO_BIG, SESSION_TOO_LONG
 from postroom.core.smtp_guard import GuardedSMTP
+from postroom.core.smtp_limits import ErrorLimits
 
 log = logging.getLogger("postroom.smtp")
 
@@ -126,34 +129,49 @@ class PostroomSMTP(GuardedSMTP):
         on_connect: ConnectHook,
         on_close: CloseHook,
         session_timeout: float,
+        error_limits: ErrorLimits | None = None,
+        offer_auth: bool = True,
+        on_error_limit: Callable[[Any], None] | None = None,  # called with this protocol
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        self._yielding_reader: _YieldingStreamReader | None = None
+        if smtpsetup.supports(kwargs):  # aiosmtpd's constructor minus its per-connection introspection
+            loop = asyncio.get_running_loop()
+            own = _YieldingStreamReader(limit=self.line_length_limit, loop=loop)
+            smtpsetup.init_protocol(self, handler, own, **kwargs)
+            self.init_guard(error_limits=error_limits, offer_auth=offer_auth, on_error_limit=on_error_limit)
+        else:
+            super().__init__(
+                handler,
+                error_limits=error_limits,
+                offer_auth=offer_auth,
+                on_error_limit=on_error_limit,
+                **kwargs,
+            )
         # aiosmtpd builds its StreamReader inline; give that same object the yielding readuntil above.
         reader = getattr(self, "_stream_reader", None)
-        self._yielding_reader: _YieldingStreamReader | None = None
         if reader is not None and type(reader) is asyncio.StreamReader:
             reader.__class__ = _YieldingStreamReader
-            self._yielding_reader = cast(_YieldingStreamReader, reader)
-            self._yielding_reader.before_wait = self._flush_held
+        if isinstance(reader, _YieldingStreamReader):
+            self._yielding_reader = reader
+            reader.before_wait = self._flush_held
         self._held: list[bytes] = []
         self._on_connect = on_connect
         self._on_close = on_close
         self._session_timeout = session_timeout
         self._greeted = False
-        self._deadline: asyncio.TimerHandle | None = None
+        self._session_deadline = math.inf  # loop time; set when the connection is made
+        self._idle_deadline = math.inf
+        self._watch_at = math.inf  # when the watchdog timer (aiosmtpd's `_timeout_handle`) fires
         self._close_reported = False
         self.postroom_state: Any = None  # the handler's per-session state
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None
+        if self.transport is None:  # not the second call, after STARTTLS
+            self._session_deadline = self.loop.time() + self._session_timeout
         super().connection_made(transport)
-        if first:
-            self._deadline = self.loop.call_later(self._session_timeout, self._session_expired)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
         if not self._close_reported:
             self._close_reported = True
             self._on_close(self)
@@ -168,6 +186,30 @@ class PostroomSMTP(GuardedSMTP):
         if self.local_part_limit and address.index("@") > self.local_part_limit:
             return None, None
         return address, match[2].lstrip()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd calls this for every command, and re-arms a timer each time. Here one watchdog timer per
+        session guards both the idle limit and the whole-session limit: a command only moves the idle
+        deadline, and the watchdog, when it fires early, re-arms itself for the deadline then current."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        if self._timeout_handle is None or self._idle_deadline < self._watch_at:
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._watch_at = min(self._idle_deadline, self._session_deadline)
+        self._timeout_handle = self.loop.call_at(self._watch_at, self._watchdog)
+
+    def _watchdog(self) -> None:
+        now = self.loop.time()
+        if now >= self._session_deadline:
+            self._session_expired()
+        elif now >= self._idle_deadline:
+            self._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd's idle timeout: it closes
+        else:
+            self._timeout_handle = None
+            self._arm_watchdog()
 
     def _session_expired(self) -> None:
         self.close_with(SESSION_TOO_LONG.render())
@@ -203,9 +245,14 @@ class PostroomSMTP(GuardedSMTP):
         A batch MAIL/RCPT/DATA then costs one write instead of three. Held replies go out with the next
         reply sent, or before the reader waits for input, so a client never waits for a reply it is owed.
         Only 250s are held: greetings, 354, errors and the replies before a close are sent at once.
+
+        The lines of a multiline reply before its last ("250-SIZE ...") are held too: the client waits for
+        the last line anyway. aiosmtpd pushes EHLO's eight lines one by one; this makes them one write.
         """
         reader = self._yielding_reader
-        if reader is not None and response.startswith(b"250") and reader.has_line():
+        if reader is not None and (
+            response[3:4] == b"-" or (response.startswith(b"250") and reader.has_line())
+        ):
             self._held.append(response)
             return
         if self._held:

@@ -3,9 +3,10 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import pytest
 from aiosmtpd.smtp import SMTP
@@ -130,6 +131,31 @@ async def test_a_pipelined_batch_gets_its_replies_in_order_in_one_write(tmp_path
             queued, bye = await asyncio.to_thread(_read_replies, reader, 2)
     assert queued.startswith("250 2.0.0") and "queued as" in queued
     assert bye.startswith("221 2.0.0")
+
+
+async def test_the_lines_of_a_multiline_reply_go_out_in_one_write(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "spool", "http://127.0.0.1:9/tickets")
+    async with running(config) as app:
+        sock = socket.create_connection(("127.0.0.1", smtp_port(config)), timeout=10)
+        reader = sock.makefile("rb")
+        with sock, reader:
+            await asyncio.to_thread(_read_replies, reader, 1)
+            (server,) = app.handler._open
+            writes: list[bytes] = []
+            real_write = server._writer.write
+
+            def counting_write(data: bytes) -> None:
+                writes.append(bytes(data))
+                real_write(data)
+
+            server._writer.write = counting_write  # type: ignore[method-assign]
+            sock.sendall(b"EHLO client.example.org\r\n")
+            (last,) = await asyncio.to_thread(_read_replies, reader, 1)
+    assert last == "250 HELP"
+    assert len(writes) == 1, writes
+    lines = writes[0].decode().split("\r\n")
+    assert lines[0].startswith("250-mx.helpdesk.test") and lines[-2:] == ["250 HELP", ""]
+    assert all(line.startswith("250-") for line in lines[:-2])
 
 
 async def test_a_lone_command_is_answered_at_once(tmp_path: Path) -> None:
@@ -280,3 +306,75 @@ async def test_dot_stuffed_lines_long_lines_and_a_pipelined_next_message_over_sm
     assert too_long.startswith("500 5.5.2 Line too long") and bye.startswith("221")
     assert spooled.endswith(b"Subject: dots\r\n\r\n.leading dot\r\n..\r\nx\r\nend\r\n")
     assert after.endswith(b"Subject: after\r\n\r\nfine\r\n")
+
+
+# ---- one watchdog timer per session: the idle limit per command and the whole-session limit ----------------
+
+
+def _noop_every(port: int, interval: float, count: int) -> tuple[list[str], float]:
+    """Greeting, then `count` NOOPs `interval` apart, then idle until the server closes: (lines, seconds)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        lines = [reader.readline().decode().rstrip()]
+        started = time.monotonic()
+        for _ in range(count):
+            sock.sendall(b"NOOP\r\n")
+            line = reader.readline().decode().rstrip()
+            if not line:
+                break
+            lines.append(line)
+            if not line.startswith("250"):
+                break
+            time.sleep(interval)  # the client's pace, not a wait for the server
+        while line := reader.readline().decode().rstrip():  # until the server closes the connection
+            lines.append(line)
+        return lines, time.monotonic() - started
+
+
+async def test_each_command_restarts_the_idle_limit_and_silence_ends_the_session(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "spool", "http://127.0.0.1:9/tickets", smtp={"command_timeout": 0.6, "session_timeout": 60}
+    )
+    async with running(config):
+        lines, seconds = await asyncio.to_thread(_noop_every, smtp_port(config), 0.3, 6)
+    # Six commands 0.3 s apart outlive the 0.6 s idle limit several times over; then silence closes it.
+    assert lines[1:7] == ["250 2.0.0 OK"] * 6
+    assert 5 * 0.3 + 0.6 - 0.1 <= seconds < 10  # closed 0.6 s after the last NOOP, not before
+
+
+async def test_the_session_limit_ends_a_busy_session(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "spool", "http://127.0.0.1:9/tickets", smtp={"command_timeout": 30, "session_timeout": 0.8}
+    )
+    async with running(config):
+        lines, seconds = await asyncio.to_thread(_noop_every, smtp_port(config), 0.1, 100)
+    assert lines[-1].startswith("421 4.4.2")
+    assert seconds < 5
+
+
+async def test_commands_do_not_arm_a_timer_each() -> None:
+    async def no_hook(server: PostroomSMTP) -> None:
+        return None
+
+    server = PostroomSMTP(
+        object(), on_connect=no_hook, on_close=lambda s: None, session_timeout=60, timeout=30
+    )
+    armed: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    class CountingLoop:
+        def time(self) -> float:
+            return loop.time()
+
+        def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+            armed.append(when)
+            return loop.call_at(when, callback)
+
+    server.loop = cast(asyncio.AbstractEventLoop, CountingLoop())
+    server._session_deadline = loop.time() + 60
+    for _ in range(50):
+        server._reset_timeout()
+    server._reset_timeout(5.0)  # a shorter limit (the PROXY header's) must bring the watchdog forward
+    assert len(armed) == 2 and armed[1] < armed[0]
+    assert server._timeout_handle is not None
+    server._timeout_handle.cancel()
