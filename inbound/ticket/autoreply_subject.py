@@ -20,7 +20,7 @@ MAX_SUBJECT_CHARS = 300
 _OUT_OF_OFFICE = (
     # English, German, French, Italian, Spanish, Portuguese, Dutch
     r"out\s+of\s+(?:the\s+)?office(?:\s+(?:reply|autoreply|auto-reply|notice|notification|message))?|ooo|oof"
-    r"|on\s+(?:vacation|holiday|leave)|away\s+from\s+(?:the\s+)?office"
+    r"|on\s+vacation|away\s+from\s+(?:the\s+)?office"
     r"|(?:vacation|holiday|absence)\s+(?:reply|notice|message|auto-?reply)"
     r"|(?:automatische\s+)?abwesenheits(?:notiz|nachricht|meldung|info)|abwesend|nicht\s+im\s+büro|au(?:ß|ss)er\s+haus"
     r"|absence\s+du\s+bureau|absente?\s+du\s+bureau|en\s+congés?|hors\s+du\s+bureau"
