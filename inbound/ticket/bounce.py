@@ -31,7 +31,7 @@ from flufl.bounce import all_failures
 
 from inbound.ticket.bounce_formats import explanation_text, failed_recipients_in_text
 from inbound.ticket.bounce_reason import classify_failure, failure_reason
-from inbound.ticket.dsn import DsnRecipient, read_delivery_status, status_code
+from inbound.ticket.dsn import DsnRecipient, address_of, read_delivery_status, status_code
 from inbound.ticket.mime_text import decode_bytes
 from inbound.ticket.mime_tree import MAX_DEPTH, part_bytes
 
@@ -40,6 +40,8 @@ log = logging.getLogger("postroom.bounce")
 _REPORT_TYPES = frozenset(
     {"message/delivery-status", "message/global-delivery-status", "message/xdelivery-status"}
 )
+_FEEDBACK_TYPES = frozenset({"message/feedback-report"})
+_ORIGINAL_RCPT_TO = re.compile(r"^original-rcpt-to[ \t]*:[ \t]*(.{1,2000})$", re.IGNORECASE | re.MULTILINE)
 _NOT_FAILED_ACTIONS = frozenset({"delayed", "delivered", "relayed", "expanded"})
 _DAEMON_SENDER = re.compile(
     r"mailer-?daemon|mail-daemon|postmaster|mail\s*delivery\s*(?:sub)?system|mail\.delivery|mdaemon"
@@ -88,8 +90,9 @@ def detect_bounce(
 ) -> dict[str, Any]:
     """The ticket's `bounce` object. `header_lines` are the top-level (name, decoded value) pairs; `root`
     is the MIME tree when the message could be parsed."""
-    if report_type == "feedback-report":
-        return {**no_bounce(), "type": "feedback_report"}
+    feedback = list(_report_parts(root, _FEEDBACK_TYPES))
+    if report_type == "feedback-report" or feedback:
+        return _feedback_report(feedback)
     unsplit = _unsplit_body(root)
     text = text or unsplit or ""
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
@@ -174,15 +177,28 @@ def _text_detail(email: str, context: str, explanation: str, *, action: str = "f
     return {"email": email, "status": status, "kind": kind, "reason": reason}
 
 
-def _report_parts(root: Message | None) -> Iterator[Message]:
-    """Delivery-status parts, not descending into returned messages (their reports are old news)."""
+def _feedback_report(parts: list[Message]) -> dict[str, Any]:
+    """An ARF abuse complaint (RFC 5965), even when it is not wrapped in a multipart/report: not a bounce;
+    its recipients are the `Original-Rcpt-To` addresses the complaint is about."""
+    found: list[str] = []
+    for part in parts:
+        for match in _ORIGINAL_RCPT_TO.finditer(_report_text(part)):
+            address = address_of(match.group(1))
+            if address and address.lower() not in found and len(found) < _MAX_HEADER_ADDRESSES:
+                found.append(address.lower())
+    return {**no_bounce(), "type": "feedback_report", "recipients": found}
+
+
+def _report_parts(root: Message | None, types: frozenset[str] = _REPORT_TYPES) -> Iterator[Message]:
+    """Report parts of the given types, not descending into returned messages (their reports are old
+    news)."""
     if root is None:
         return
     stack: list[tuple[Message, int]] = [(root, 0)]
     while stack:
         part, depth = stack.pop()
         content_type = part.get_content_type()
-        if content_type in _REPORT_TYPES:
+        if content_type in types:
             yield part
         elif part.is_multipart() and not content_type.startswith("message/") and depth < MAX_DEPTH:
             children = [child for child in part.get_payload() if isinstance(child, Message)]

@@ -6,8 +6,10 @@ Rules, in the order they apply to a part:
 - A multipart is descended into. In multipart/alternative only the first text/plain and the first
   text/html child are kept as body; other text renderings (text/enriched, text/watch-html) are dropped as
   duplicates, while anything else (a text/calendar invite) is an attachment.
-- text/plain and text/html without a filename and not marked `attachment` are body; everything else is an
-  attachment, including inline images (which keep their Content-ID).
+- text/plain and text/html without a filename and not marked `attachment` are body; so is the first one
+  explicitly marked `inline` despite a filename, when there is no body of its kind yet (as Python's
+  `get_body` reads it); everything else is an attachment, including inline images (which keep their
+  Content-ID).
 - A multipart that could not be split (no boundary line anywhere) is read as text/plain when the message
   has no text yet: an agent is better served by the raw text than by an opaque attachment.
 """
@@ -77,7 +79,7 @@ def _sort(part: Message, content: MimeContent, *, depth: int, in_report: bool) -
         _visit_multipart(part, subtype, content, depth=depth)
     elif maintype == "multipart" and not content.text_parts and _unsplittable(part):
         _add_body(part, "plain", content)  # unsplittable: its body is all the text there is
-    elif maintype == "text" and subtype in _BODY_SUBTYPES and _is_inline_unnamed(part):
+    elif maintype == "text" and subtype in _BODY_SUBTYPES and _is_body_text(part, subtype, content):
         _add_body(part, subtype, content)
     else:
         content.attachments.append(part)
@@ -117,6 +119,18 @@ def _is_inline_unnamed(part: Message) -> bool:
     # Most parts plainly have no "name" anywhere: no need to parse their parameters.
     declared = (raw_header(part, "content-disposition") or "") + (raw_header(part, "content-type") or "")
     return "name" not in declared.lower() or not declared_filename(part)
+
+
+def _is_body_text(part: Message, subtype: str, content: MimeContent) -> bool:
+    return _is_inline_unnamed(part) or _is_first_named_inline(part, subtype, content)
+
+
+def _is_first_named_inline(part: Message, subtype: str, content: MimeContent) -> bool:
+    """A text part explicitly marked `inline` but carrying a filename, when the message has no body of its
+    kind yet: the body, as Python's `EmailMessage.get_body` reads it (only `attachment` excludes a part).
+    Later ones stay attachments."""
+    taken = content.html_parts if subtype == "html" else content.text_parts
+    return not taken and disposition(part) == "inline"
 
 
 def declared_filename(part: Message) -> str | None:

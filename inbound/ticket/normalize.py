@@ -102,7 +102,7 @@ def normalize_message(
             headers.ordered,
             mail_from=mail_from,
             is_bounce=bounce["is_bounce"],
-            report_type=content.report_type,
+            report_type=_report_type(content.report_type, bounce),
         ),
         _NOT_AUTOMATIC,
     )
@@ -210,3 +210,10 @@ def _raw_summary(raw: bytes, *, keep_content: bool, max_bytes: int) -> dict[str,
         "sha256": hashlib.sha256(raw).hexdigest(),
         "content_base64": base64.b64encode(raw).decode("ascii") if keep else None,
     }
+
+
+def _report_type(declared: str | None, bounce: dict[str, Any]) -> str | None:
+    """The report type for classification: an abuse report found below another multipart still counts."""
+    if declared is None and bounce.get("type") == "feedback_report":
+        return "feedback-report"
+    return declared

@@ -27,8 +27,9 @@ _ADDRESS_TAIL_CHARS = 320
 
 _WROTE = (
     r"wrote|writes|sent|a\s+écrit|écrit|schrieb|schreef|(?:het\s+volgende\s+)?geschreven|skrev|skrivit"
-    r"|kirjoitti|napisał\S*|napsal\S*|написал\S*|пишет|написав\S*|ha\s+scritto|escribió|escreveu|đã\s+viết"
-    r"|yazdı|έγραψε|írta|a\s+scris|写道|寫道|が書きました|님이\s+작성"
+    r"|kirjoitti|kirjutas|napisał\S*|napisao\s+je|napisala|napísal\S*|napsal\S*|pisze|написал\S*|написа|пишет"
+    r"|написав\S*|пише|ha\s+scritto|escribió|ha\s+escrit|va\s+escriure|escreveu|đã\s+viết|yazdı|έγραψε"
+    r"|(?:ezt\s+)?írta|a\s+scris|rašė|rakstīja|menulis|כתב|كتب|写道|寫道|が書きました|のメッセージ|(?:님이\s+)?작성"
 )
 _WROTE_END = re.compile(rf"(?:{_WROTE})\s*[:：]?$", re.IGNORECASE)
 _WROTE_ALONE = re.compile(rf"^(?:{_WROTE})\s*[:：]$", re.IGNORECASE)
@@ -36,10 +37,17 @@ _NAME_AFTER_VERB_END = re.compile(
     r"(?:schrieb|schreef|skrev|napisał\S*|написал\S*)\b.{0,200}:$", re.IGNORECASE
 )
 _ATTRIBUTION_START = re.compile(
-    r"^(?:On|Am|Le|El|Em|Op|Il|In\s+data|Den|På|W\s+dniu|Dne|Vào|Στις|\d|\w{2,3},|\w{2,3}\s+\d|"
+    r"^(?:On|Am|Le|El|Em|Op|Il|In\s+data|Den|På|W\s+dniu|Dnia|Dne|Vào|Pada|Στις|在|\d|\w{2,3},|\w{2,3}\s+\d|"
+    r"\w{2,4}\.\s+\d|"
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)\w*,?|[-\s]*-{2,}\s*\S)",
     re.IGNORECASE,
 )
+# The verb anywhere in a short line ending in a colon, for attributions that start with the name or date
+# ("Name <addr> schrieb:", "在 2016年11月8日，Name <addr> 写道：", "Name <addr> ezt írta (időpont: ...):").
+_WROTE_ANYWHERE = re.compile(
+    rf"(?:(?:^|[\s>)，、,])(?:{_WROTE})|写道|寫道|のメッセージ|작성)(?:$|[\s:：(])", re.IGNORECASE
+)
+_BRACKETED_ADDRESS = re.compile(r"[<(\[]\s*(?:mailto:)?[\w.+-]+@[\w-]+(?:\.[\w-]+)+\s*[>)\]]")
 _BRACKETED_ADDRESS_END = re.compile(r"[<(\[]\s*(?:mailto:)?[\w.+-]+@[\w-]+(?:\.[\w-]+)+\s*[>)\]]\s*[:：]?$")
 _START_WORD = re.compile(r"(?:On|Am|Le|El|Em|Op|Il|Den|På|W\s+dniu|Dne)\b", re.IGNORECASE)
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -90,8 +98,10 @@ def is_original_message(line: str) -> bool:
 def attribution_end(lines: list[str], index: int) -> int | None:
     """The index after an attribution starting at `index`, or None when there is none."""
     first = lines[index].strip()
-    if not first or first.startswith(">") or not _ATTRIBUTION_START.match(first):
+    if not first or first.startswith(">"):
         return None
+    if not _ATTRIBUTION_START.match(first):
+        return _loose_attribution_end(lines, index)
     parts: list[str] = []
     # "---- Name wrote ----" stands on one line: a dashed line is never read as the start of a wrapped one,
     # which also keeps runs of "--..." lines (MIME boundaries in text) from costing a window each.
@@ -110,6 +120,21 @@ def attribution_end(lines: list[str], index: int) -> int | None:
         if not part and end > index + 2:  # two lines on and still blank: not one wrapped attribution
             return None
     return None
+
+
+def _loose_attribution_end(lines: list[str], index: int) -> int | None:
+    """An attribution that starts with neither a known word nor a date: one line ending in a colon, naming
+    the verb and an address, with a date or the address bracketed (so "I told bob@example.com what you
+    wrote:" stays text). A line that holds the end of the reply before "On ... wrote:" is left to
+    `inline_attribution_start`."""
+    candidate = lines[index].strip()
+    if not candidate.endswith((":", "：")) or len(candidate) > MAX_ATTRIBUTION_CHARS // 2:
+        return None
+    if inline_attribution_start(candidate) is not None or _HEADER_LINE.match(candidate):
+        return None
+    if not (_WROTE_ANYWHERE.search(candidate) and _ADDRESS.search(candidate)):
+        return None
+    return index + 1 if _BRACKETED_ADDRESS.search(candidate) or _DATE.search(candidate) else None
 
 
 def _is_attribution(candidate: str, *, dashed: bool) -> bool:

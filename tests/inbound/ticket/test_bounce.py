@@ -103,6 +103,25 @@ def test_feedback_reports_are_not_bounces() -> None:
     assert (result["is_bounce"], result["type"]) == (False, "feedback_report")
 
 
+_ABUSE_REPORT = (
+    "From: fbl@isp.example\nSubject: complaint\nContent-Type: multipart/{outer}; boundary=b\n\n"
+    "--b\nContent-Type: text/plain\n\nA complaint.\n"
+    "--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n"
+    "Original-Rcpt-To: rfc822;Complainer@Example.org\nOriginal-Rcpt-To: <second@example.org>\n"
+    "User-Agent: FBL/1.0\n"
+    "--b\nContent-Type: message/rfc822\n\nTo: someone@example.net\nFrom: us@example.com\n\nhello\n--b--\n"
+)
+
+
+def test_feedback_reports_name_the_complaining_recipients_wherever_the_report_part_is() -> None:
+    # A feedback-report part counts under a multipart/mixed too, or a multipart/report that mislabels
+    # its report-type; the recipients are the Original-Rcpt-To addresses, not those of the returned message.
+    for outer in ("mixed", "report; report-type=delivery-status"):
+        result = _bounce(_ABUSE_REPORT.format(outer=outer), mail_from="fbl@isp.example")
+        assert (result["is_bounce"], result["type"]) == (False, "feedback_report")
+        assert result["recipients"] == ["complainer@example.org", "second@example.org"]
+
+
 def test_plain_bounces_need_an_automatic_sender_and_evidence() -> None:
     assert _plain("failure notice", "x", mail_from="x@example.com")["is_bounce"]
     assert _plain("Undeliverable: hello", "x", sender="postmaster@example.com", mail_from="x@example.com")[

@@ -88,3 +88,20 @@ def test_delivery_reports_are_found_only_in_a_delivery_status_report() -> None:
     assert (mdn.delivery_reports, mdn.report_type) == ([], "disposition-notification")
     assert (forwarded.delivery_reports, forwarded.report_type) == ([], None)
     assert dsn.text == "failed"
+
+
+def test_a_named_inline_text_part_is_the_body_when_there_is_none_yet() -> None:
+    # As Python's get_body reads it: only "attachment" excludes a part. The second named inline part, and
+    # a named part with no disposition at all (how many clients send attached text files), stay attachments.
+    content = _content(
+        _multipart(
+            "mixed",
+            'Content-Type: text/plain\r\nContent-Disposition: inline; filename="msg.txt"\r\n\r\nfirst text',
+            'Content-Type: text/plain\r\nContent-Disposition: inline; filename="msg.txt"\r\n\r\nsecond text',
+            'Content-Type: text/plain; name="notes.txt"\r\n\r\nnotes',
+            'Content-Type: text/html\r\nContent-Disposition: attachment; filename="a.html"\r\n\r\n<p>x</p>',
+        )
+    )
+    assert content.text == "first text"
+    assert content.html is None
+    assert _types(content) == ["text/plain", "text/plain", "text/html"]

@@ -143,3 +143,16 @@ def test_an_html_only_reply_gets_its_text_reply_from_the_stripped_html() -> None
     assert ticket["stripped_text_reply"] == "Works now, thanks!"
     assert ticket["stripped_signature"] == "Bob"
     assert "Did the export work?" in ticket["text"]
+
+
+def test_an_abuse_report_below_a_multipart_mixed_is_automatic() -> None:
+    raw = (
+        b"From: fbl@isp.example\r\nTo: postmaster@example.com\r\nSubject: Abuse feedback\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n"
+        b"--b\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n"
+        b"Original-Rcpt-To: rfc822;complainer@example.org\r\n--b--\r\n"
+    )
+    ticket = normalize_message(raw, mail_from="fbl@isp.example", max_inline_attachment_bytes=1024)
+    assert ticket["bounce"]["type"] == "feedback_report"
+    assert (ticket["auto_submitted"], ticket["auto_submitted_reason"]) == (True, "report:feedback-report")

@@ -164,3 +164,67 @@ def test_the_scan_is_bounded() -> None:
     hostile = "> q\n" * 1_000_000 + "On Mon, Bob <b@example.com> wrote:\n"
     assert strip_reply("New\n" + hostile) == "New"
     assert len(strip_reply("a\n" * (MAX_SCANNED_CHARS))) <= MAX_SCANNED_CHARS
+
+
+# Attributions as Gmail, Apple Mail, Thunderbird and Yahoo write them in the languages they ship, each
+# followed by history that is not ">"-quoted (the harder case: only the attribution tells where it starts).
+_CLIENT_ATTRIBUTIONS = [
+    "On Mon, Jan 8, 2024 at 10:00 AM Ann Lee <ann@example.com> wrote:",
+    "Am Mo., 8. Jan. 2024 um 10:00 Uhr schrieb Ann Lee <ann@example.com>:",
+    "Am 08.01.2024 um 10:00 schrieb Ann Lee:",
+    "Ann Lee <ann@example.com> schrieb:",
+    "Le lun. 8 janv. 2024 à 10:00, Ann Lee <ann@example.com> a écrit :",
+    "El lun, 8 ene 2024 a las 10:00, Ann Lee (<ann@example.com>) escribió:",
+    "El 08/01/2024 a les 10:00, Ann Lee <ann@example.com> ha escrit:",
+    "El dl., 8 de gen. 2024 a les 10:00, Ann Lee (<ann@example.com>) va escriure:",
+    "Il giorno lun 8 gen 2024 alle ore 10:00 Ann Lee <ann@example.com> ha scritto:",
+    "Em seg., 8 de jan. de 2024 às 10:00, Ann Lee <ann@example.com> escreveu:",
+    "Op ma 8 jan 2024 om 10:00 schreef Ann Lee <ann@example.com>:",
+    "Den mån 8 jan. 2024 kl 10:00 skrev Ann Lee <ann@example.com>:",
+    "man. 8. jan. 2024 kl. 10:00 skrev Ann Lee <ann@example.com>:",
+    "tir. 18. apr. 2017 kl. 13:09 skrev Ann Lee <ann@example.com>:",
+    "ma 8.1.2024 klo 10.00 Ann Lee (ann@example.com) kirjoitti:",
+    "W dniu 2024-01-08 10:00, ann@example.com pisze:",
+    "Dnia 8 stycznia 2024 10:00 Ann Lee <ann@example.com> napisał(a):",
+    "po 8. 1. 2024 v 10:00 odesílatel Ann Lee <ann@example.com> napsal:",
+    "po 8. 1. 2024 o 10:00 Ann Lee <ann@example.com> napísal(a):",
+    "pon, 8. sij 2024. u 10:00 Ann Lee <ann@example.com> napisao je:",
+    "пн, 8 янв. 2024 г. в 10:00, Ann Lee <ann@example.com>:",
+    "08.01.2024 10:00, Ann Lee <ann@example.com> пишет:",
+    "пн, 8 січ. 2024 р. о 10:00 Ann Lee <ann@example.com> пише:",
+    "пн, 8.01.2024 г. в 10:00 ч. Ann Lee <ann@example.com> написа:",
+    "8 Oca 2024 Pzt, saat 10:00 tarihinde Ann Lee <ann@example.com> şunu yazdı:",
+    "Στις Δευ 8 Ιαν 2024 στις 10:00, ο/η Ann Lee <ann@example.com> έγραψε:",
+    "Ann Lee <ann@example.com> ezt írta (időpont: 2024. jan. 8., H, 10:00):",
+    "2024-01-08, pr, 10:00 Ann Lee <ann@example.com> rašė:",
+    "E, 8. jaan 2024 kell 10:00 Ann Lee <ann@example.com> kirjutas:",
+    "Pada tanggal Sen, 8 Jan 2024 pukul 10.00 Ann Lee <ann@example.com> menulis:",
+    "Vào Th 2, 8 thg 1, 2024 vào lúc 10:00 Ann Lee <ann@example.com> đã viết:",
+    "在 2016年11月8日，下午2:23，Ann Lee <ann@example.com> 写道：",
+    "Ann Lee <ann@example.com> 于2024年1月8日周一 10:00写道：",
+    "Ann Lee <ann@example.com> 於 2024年1月8日 週一 上午10:00寫道：",
+    "2016/11/08 14:26、Ann Lee <ann@example.com> のメッセージ:",
+    "2016. 11. 8. 오후 12:39 Ann Lee <ann@example.com> 작성:",
+    "2024년 1월 8일 (월) 오전 10:00, Ann Lee <ann@example.com>님이 작성:",
+]
+
+
+@pytest.mark.parametrize("attribution", _CLIENT_ATTRIBUTIONS)
+def test_client_attributions_end_the_reply(attribution: str) -> None:
+    text = f"Thanks, that works.\n\n{attribution}\n\nThe earlier message.\nSecond line of it.\n"
+    assert strip_reply(text) == "Thanks, that works."
+    quoted = f"Thanks, that works.\n\n{attribution}\n> The earlier message.\n"
+    assert strip_reply(quoted) == "Thanks, that works."
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "I told bob@example.com what you wrote:",  # no date, no bracketed address
+        "Please write to support@example.com:",
+        "The 2024-01-08 export was sent to ops@example.com and failed",  # no colon at its end
+    ],
+)
+def test_sentences_with_an_address_stay_text(line: str) -> None:
+    text = f"Hello,\n{line}\nMore of my own text.\n"
+    assert "More of my own text." in strip_reply(text)
