@@ -3,10 +3,8 @@
 Postroom delivers with httpx: httpx's Request and Response are the webhook's request/response model,
 `KeepAliveTransport` implements httpx's transport interface (`httpx.AsyncBaseTransport`) and raises httpx's
 exception hierarchy (ConnectError, WriteError, ReadError, RemoteProtocolError). Only the connection layer is
-ours, for measured speed: httpcore's pool, its HTTP/1.1 connection and h11 were about a quarter of all
-GIL-held samples of the process under benchmark load. With this transport, `python -m bench.micro.drain`
-takes 1.25 instead of 2.20 ms of runner CPU per message (-43%) and drains 813 instead of 465 msgs/s (medians
-of five interleaved runs each, on a shared 2-core VM).
+ours, for speed: httpcore's pool, its HTTP/1.1 connection and h11 were a large share of the process's CPU
+under load (docs/benchmark.md has the measurements, `python -m bench.micro.drain` repeats them).
 
 It does what a webhook client needs and no more: one request at a time on one connection (the caller keeps
 one transport per concurrent attempt), the body sent with Content-Length in the same write as the head, the
@@ -321,8 +319,8 @@ class _Connection:
 def body_request(url: httpx.URL, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> httpx.Request:
     """A POST `httpx.Request` with Host and Content-Length set here, as `httpx.Request(content=...)` would.
 
-    httpx's own preparation (encoding the content, merging default headers) cost 24 µs per request, this 8 µs
-    (timeit, 3 KB body), which showed as ~3.6% of the listener's GIL-held samples under benchmark load.
+    httpx's own preparation (encoding the content, merging default headers) costs several times more, and
+    showed in the listener's profile under load (docs/benchmark.md).
     """
     fields = [(b"Host", url.netloc), *headers, (b"Content-Length", b"%d" % len(body))]
     return httpx.Request("POST", url, headers=fields, stream=httpx.ByteStream(body))

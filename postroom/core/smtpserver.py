@@ -57,7 +57,7 @@ _DEFAULT_ENHANCED = {
 
 
 # A reverse/forward path in its everyday form, <dot-atom@host.name> plus parameters: the fast path of
-# `_getaddr`. aiosmtpd's general parser (email's RFC 5322 tokenizer) cost ~9% of the server's CPU at load.
+# `_getaddr`. aiosmtpd's general parser (email's RFC 5322 tokenizer) showed in the profile under load.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _SIMPLE_PATH = re.compile(rf"\s*<({_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})*)>(.*)")
@@ -304,8 +304,8 @@ class PostroomSMTP(GuardedSMTP):
     async def _read_data(self, reader: _YieldingStreamReader) -> tuple[bytes | None, str | None]:
         """(message, None), or (None, reply) when a limit was exceeded, or (None, None) at end of stream.
 
-        aiosmtpd's loop costs a readuntil, a debug log call and two copies per line: ~6 µs a line, ~8% of
-        the listener's CPU for 1.5 KB messages and far more for large ones. Here each chunk is appended
+        aiosmtpd's loop costs a readuntil, a debug log call and two copies per line, a cost that grows
+        with the message's line count (docs/benchmark.md). Here each chunk is appended
         and searched for CRLF.CRLF once; dot-unstuffing (a line's leading dot removed, RFC 5321 4.5.2) is
         one replace; line lengths are checked once at the end. Bytes after the end-of-data line (pipelined
         commands) go back to the reader. Past the size limit the data is dropped while reading to the end.

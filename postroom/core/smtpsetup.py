@@ -2,8 +2,8 @@
 
 aiosmtpd 1.4.6 builds one protocol object per connection, and its constructor finds the handler's hooks,
 its own `smtp_*` commands and the `auth_*` mechanisms with `inspect.getmembers`, `dir` and
-`inspect.signature` every time: ~0.45 ms of CPU per connection for the MX, more than the whole do-nothing
-server spends on a one-message session. Those names depend only on the classes, so here they are found
+`inspect.signature` every time, which took much of the MX's CPU per connection (docs/benchmark.md,
+"Per-connection cost"). Those names depend only on the classes, so here they are found
 once per (protocol class, handler class) and each connection only binds them to its objects.
 
 `init_protocol` sets exactly the attributes aiosmtpd's constructor sets, to the same values (a test
