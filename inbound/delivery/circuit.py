@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from inbound.config import BackpressureConfig
-from inbound.delivery.webhook import Delivered, Outcome, Retry
+from inbound.delivery.webhook import Delivered, Retry, WebhookAnswer
 from postroom.core.envelope import tenant_of
 from postroom.core.spool import ACTIVE, DEFERRED, INCOMING, Spool, SpoolError, queued_at_from_id
 
@@ -139,7 +139,7 @@ class TenantCircuits:
         until = self._open_until.get(tenant)
         return until is not None and until > self.clock()
 
-    def record(self, tenant: str, outcome: Outcome) -> bool:
+    def record(self, tenant: str, outcome: WebhookAnswer) -> bool:
         """Count one webhook attempt; True when the shared state needs writing."""
         if isinstance(outcome, Delivered):
             self._failures.pop(tenant, None)
@@ -274,7 +274,7 @@ class BackPressure:
 
         return hook
 
-    def outcome(self, queue_id: str, tenant: str, outcome: Outcome) -> None:
+    def outcome(self, queue_id: str, tenant: str, outcome: WebhookAnswer) -> None:
         """The runner's `on_outcome`, after every webhook attempt."""
         if not isinstance(outcome, Retry):  # Delivered → done/, Permanent → dead/: off the backlog
             self.backlog.remove(queue_id)

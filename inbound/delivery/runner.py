@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inbound.delivery.normalizer_pool import NormalizerPool
-from inbound.delivery.webhook import Delivered, Outcome, Permanent, Retry, WebhookClient
+from inbound.delivery.webhook import Delivered, Permanent, Retry, WebhookAnswer, WebhookClient
 from inbound.ticket.payload import TicketContext, build_ticket, ticket_json
 from postroom.core.envelope import EnvelopeError, SpoolEnvelope, tenant_of
 from postroom.core.queuerunner import QueueLimits, QueueRunner
@@ -102,7 +102,7 @@ class DeliveryRunner(QueueRunner):
         executor_factory: Callable[[], Executor | None] | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Any | None = None,
-        on_outcome: Callable[[str, str, Outcome], None] | None = None,
+        on_outcome: Callable[[str, str, WebhookAnswer], None] | None = None,
         spool_io: Executor | None = None,
         share: tuple[int, int] | None = None,
     ) -> None:
@@ -224,7 +224,7 @@ class DeliveryRunner(QueueRunner):
         return await self.normalizer.build_body(raw, envelope, self.limits.max_inline_attachment_bytes)
 
     def _record(
-        self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: Outcome
+        self, queue_id: str, tenant: str, state: DeliveryState, attempt: int, outcome: WebhookAnswer
     ) -> float | None:
         now = self.clock()
         state.attempts = attempt
@@ -299,7 +299,7 @@ class DeliveryRunner(QueueRunner):
         return state.next_attempt_at
 
 
-def _outcome_name(outcome: Outcome) -> str:
+def _outcome_name(outcome: WebhookAnswer) -> str:
     if isinstance(outcome, Delivered):
         return "delivered"
     return "retry" if isinstance(outcome, Retry) else "permanent"

@@ -80,7 +80,8 @@ class Permanent:
     ms: float
 
 
-Outcome = Delivered | Retry | Permanent
+# What one POST came to. (A filter's `filters.base.Outcome` is another thing: pass, fail, temperror, skip.)
+WebhookAnswer = Delivered | Retry | Permanent
 
 
 class WebhookClient:
@@ -124,7 +125,7 @@ class WebhookClient:
 
     async def post(
         self, body: bytes, *, ticket_id: str, tenant: str, attempt: int, url: str | None = None
-    ) -> Outcome:
+    ) -> WebhookAnswer:
         """POST one JSON ticket. `ticket_id` is the Idempotency-Key: the same on every retry and replay."""
         headers = [
             *_FIXED_HEADERS,
@@ -140,7 +141,7 @@ class WebhookClient:
             async with asyncio.timeout(self._timeout):
                 status, response_headers, head = await self._exchange(slot, request)
         except (TimeoutError, httpx.TimeoutException):
-            outcome: Outcome = Retry("timeout", None, None, "", _elapsed_ms(started))
+            outcome: WebhookAnswer = Retry("timeout", None, None, "", _elapsed_ms(started))
         except httpx.ConnectError as exc:
             outcome = Retry("connect error", None, None, _printable(str(exc)), _elapsed_ms(started))
         except httpx.RemoteProtocolError as exc:
@@ -181,7 +182,7 @@ class WebhookClient:
                 break
         return bytes(head)
 
-    def _classify(self, status: int, headers: httpx.Headers, head: bytes, ms: float) -> Outcome:
+    def _classify(self, status: int, headers: httpx.Headers, head: bytes, ms: float) -> WebhookAnswer:
         if 200 <= status < 300:
             return Delivered(status, ms)
         excerpt = _printable(head.decode("utf-8", errors="replace"))
@@ -222,7 +223,7 @@ def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def _log_outcome(outcome: Outcome, *, ticket_id: str, tenant: str, attempt: int) -> None:
+def _log_outcome(outcome: WebhookAnswer, *, ticket_id: str, tenant: str, attempt: int) -> None:
     if isinstance(outcome, Delivered) and not log.isEnabledFor(logging.DEBUG):
         return  # the hot path: skip building the record nobody will see
     extra: dict[str, object] = {
