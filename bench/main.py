@@ -365,6 +365,8 @@ async def run(plan: Plan, args: argparse.Namespace, loop_name: str) -> dict[str,
                                     }
                                 )
             document["results"] = [median_round(entries) for entries in measured.values()]
+            # Haraka is installed at its first start, after the document was begun: read its versions now.
+            document["versions"].update(report.peer_versions())
             spool_entry = next(
                 (
                     e

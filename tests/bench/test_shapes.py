@@ -9,7 +9,7 @@ import pytest
 
 from bench.haraka import pins, render_instance
 from bench.main import parse_args
-from bench.report import markdown, ratio_rows, shape_of, shape_rows, shapes
+from bench.report import markdown, ratio_rows, ratio_target_rows, shape_of, shape_rows, shapes
 from bench.rounds import median_round
 
 
@@ -137,3 +137,22 @@ def test_the_haraka_instance_is_rendered_with_its_placeholders_filled(tmp_path: 
     assert plugins == ["postroom_queue"]
     assert (tmp_path / "plugins" / "postroom_queue.js").exists()
     assert set(pins()) == {"Haraka", "mailparser"} and all(v[0].isdigit() for v in pins().values())
+
+
+def test_issue_16_targets_are_same_run_ratios_checked_round_by_round() -> None:
+    results = [
+        rounds("aiosmtpd", "one", [1000, 1200, 1100], [0.8, 0.8, 0.8]),
+        rounds("haraka", "one", [200, 180, 190], [3.5, 3.5, 3.5]),
+        rounds("postroom", "one", [450, 600, 560], [3.0, 3.0, 3.0]),  # 0.45×, 0.5×, 0.51× → median 0.5×
+        rounds("postroom", "one", [250, 300, 260], [5.0, 5.0, 5.0], profile="all"),  # 0.25×, 0.25×, 0.24×
+    ]
+    rows = {(shape, profile, base): (target, measured) for shape, profile, base, target, measured in
+            ratio_target_rows(results)}  # fmt: skip
+    target, measured = rows[("one", "none", "aiosmtpd")]
+    assert target == 0.5 and measured is not None and round(measured.median, 2) == 0.5
+    target, measured = rows[("one", "none", "haraka")]  # 2.25×, 3.33×, 2.95× round by round
+    assert target == 1.5 and measured is not None and round(measured.median, 2) == 2.95
+    text = markdown(document(results, ["one"]))
+    assert "| none | one | msgs/s >= 0.5× aiosmtpd | 0.50× (0.45×–0.51×) | yes |" in text
+    assert "| all | one | msgs/s >= 0.25× aiosmtpd | 0.25× (0.24×–0.25×) | yes |" in text
+    assert "Issue 6" not in text
