@@ -36,7 +36,7 @@ from bench.postroom_config import MAIL_DOMAIN, Services, render_config
 from bench.procstat import cpu_seconds, tree
 
 HOST = "127.0.0.1"
-SECRET = "bench-connections-secret"
+SECRET = "bench-connections-secret-32-bytes-or-more"
 REPO = Path(__file__).resolve().parents[2]
 DELIVERY_TIMEOUT = 180.0
 

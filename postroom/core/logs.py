@@ -207,6 +207,28 @@ class PostroomHandler(logging.StreamHandler[TextIO]):
             self.handleError(record)
 
 
+_UNKNOWN_CALLER = ("(unknown file)", 0, "(unknown function)", None)
+
+
+class CallerlessLogger(logging.Logger):
+    """A logger that does not walk the stack for each record's caller (file, line, function): about a third
+    of a log line's cost (bench/micro/logcost.py), and no Postroom line carries them (RESERVED keeps
+    LogRecord attributes out). `stack_info=True` still walks it: the "stack" field comes from there."""
+
+    def findCaller(self, stack_info: bool = False, stacklevel: int = 1) -> tuple[str, int, str, str | None]:
+        if not stack_info:
+            return _UNKNOWN_CALLER
+        return super().findCaller(stack_info, stacklevel + 1)  # + 1: this frame is not the caller
+
+
+def skip_caller_lookup() -> None:
+    """Process-wide: loggers made from now on, and the plain loggers made so far, are CallerlessLogger."""
+    logging.setLoggerClass(CallerlessLogger)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if type(logger) is logging.Logger:  # not placeholders, not a library's own Logger subclass
+            logger.__class__ = CallerlessLogger
+
+
 def setup_logging(
     cfg: LoggingConfig, *, secrets: Sequence[str] = (), stream: TextIO | None = None
 ) -> logging.Handler:

@@ -312,3 +312,35 @@ def test_serve_configuration_writes_the_same_lines(monkeypatch: pytest.MonkeyPat
         "ms": 12.3,
     }
     assert "test_serve_configuration_writes_the_same_lines" in second["stack"]
+
+
+def test_serve_loggers_skip_the_caller_lookup_but_keep_stack_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging, "_loggerClass", logging.getLoggerClass())  # restored after the test
+    made_before = logging.Logger("postroom.test.before")
+    monkeypatch.setitem(logging.Logger.manager.loggerDict, "postroom.test.before", made_before)
+    logs.skip_caller_lookup()
+    made_after = logging.getLogger("postroom.test.after")
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    for logger in (made_before, made_after):
+        assert isinstance(logger, logs.CallerlessLogger)
+        logger.addHandler(Keep())
+        logger.warning("plain")
+        logger.warning("with stack", stack_info=True)
+        _warn_for_my_caller(logger)
+    for plain, stacked, via_helper in (records[:3], records[3:]):
+        assert (plain.pathname, plain.lineno, plain.stack_info) == ("(unknown file)", 0, None)
+        for record in (stacked, via_helper):  # the caller, as a plain logger finds it, never logs.py
+            assert record.funcName == "test_serve_loggers_skip_the_caller_lookup_but_keep_stack_info"
+            assert record.pathname == __file__
+            assert record.stack_info is not None
+            last_line = record.stack_info.rstrip().splitlines()[-1].strip()
+            assert last_line.startswith(("logger.warning", "_warn_for_my_caller"))
+
+
+def _warn_for_my_caller(logger: logging.Logger) -> None:
+    logger.warning("via a helper", stack_info=True, stacklevel=2)
