@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from inbound.ticket.reply_markers import attribution_end, is_forward_marker
-from inbound.ticket.reply_strip import MAX_SCANNED_LINES, history_starts
+from inbound.ticket.reply_strip import MAX_SCANNED_LINES, history_starts, leading_header_end
 
 MAX_HTML_CHARS = 1024 * 1024
 MAX_OPEN_ELEMENTS = 512
@@ -55,6 +55,7 @@ _BLOCK_ELEMENTS = frozenset(
     }
 )  # fmt: skip
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_HEADER_LINE = re.compile(r"^[^\s:]{1,30}\s?:")
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,17 @@ class HtmlReply:
 def strip_html_reply(markup: str) -> HtmlReply:
     markup = markup[:MAX_HTML_CHARS]
     marked = _quote_mark(markup)
+    if marked is not None and not _render(markup[:marked])[0]:
+        # A mark with no text before it heads the new text (a pasted header, a forward without comment):
+        # the history starts at the next mark, if any.
+        marked = _quote_mark(markup, _tag_end(markup, marked))
     cut_markup = markup[:marked] if marked is not None else _without_last_blockquote(markup)
     lines, starts = _render(cut_markup)
     cut = _history_line(lines)
     if cut is not None:
         cut_markup = cut_markup[: starts[cut]]
         lines = lines[:cut]
+    lines = lines[_leading_header_lines(lines) :]
     if len(cut_markup) < len(markup):  # something was cut: close what the cut left open
         cut_markup += _closing_tags(cut_markup)
     return HtmlReply(html=cut_markup.strip(), text="\n".join(lines).strip())
@@ -84,14 +90,19 @@ def _tags(markup: str) -> Iterator[tuple[int, bool, str, str]]:
             yield match.start(), match.group(1) == "/", match.group(2).lower(), match.group(3)
 
 
-def _quote_mark(markup: str) -> int | None:
+def _tag_end(markup: str, start: int) -> int:
+    tag = _TOKEN.match(markup, start)
+    return tag.end() if tag else len(markup)
+
+
+def _quote_mark(markup: str, begin: int = 0) -> int | None:
     """Where the first client quote mark starts, unless it introduces a forwarded message.
 
     Each mark word found is checked once against the tag around it; text between `checked` and the word
     is looked at once, so the search stays linear however many words a hostile document repeats.
     """
-    checked = 0
-    for word in _MARK_WORD.finditer(markup):
+    checked = begin
+    for word in _MARK_WORD.finditer(markup, begin):
         if word.start() < checked:
             continue
         start = markup.rfind("<", checked, word.start())
@@ -178,9 +189,21 @@ def _render(markup: str) -> tuple[list[str], list[int]]:
     return lines, starts
 
 
+def _leading_header_lines(lines: list[str]) -> int:
+    """How many lines a header block at the very top takes (0 when there is none): not new text."""
+    if not lines or not history_starts(lines, 0):
+        return 0
+    end = 1
+    while end < len(lines) and end < 12 and _HEADER_LINE.match(lines[end]):
+        end += 1
+    return end if leading_header_end(lines, 0, []) is not None else 0
+
+
 def _history_line(lines: list[str]) -> int | None:
-    """The first line where history starts; None when there is none or a forward comes first."""
-    for index in range(min(len(lines), MAX_SCANNED_LINES)):
+    """The first line where history starts, after a header block heading the text (which
+    `reply_strip.leading_header_end` explains); None when there is none or a forward comes first."""
+    first = _leading_header_lines(lines)
+    for index in range(first, min(len(lines), MAX_SCANNED_LINES)):
         if is_forward_marker(lines[index]):
             return None
         if history_starts(lines, index) or attribution_end(lines, index) is not None:

@@ -3,8 +3,10 @@
 Reads the text line by line and stops where history starts (the markers are in
 `inbound.ticket.reply_markers`): an attribution followed by unquoted text (as Gmail and Apple Mail write
 when the history is not "> "-quoted), an "-----Original Message-----" separator, an Outlook header block,
-a mailing-list footer, or an attribution sharing the reply's last line. An attribution followed by "> "
-lines only loses itself and its quote: bottom-posted answers below the quote are kept.
+a mailing-list footer, or an attribution sharing the reply's last line. A header block with no new text
+above it is not history: it introduces the text below it (a pasted header, a forward without comment).
+An attribution followed by "> " lines only loses itself and its quote: bottom-posted answers below the
+quote are kept.
 
 Lines quoted with ">" are dropped wherever they are; so is a line between two quoted lines, the wrapped
 tail of a quoted line that lost its ">". An isolated line that merely starts with ">>>" or holds "<<<" (a
@@ -57,7 +59,11 @@ def split_reply(text: str) -> Reply:
             kept.extend(item.rstrip() for item in lines[index:])
             break
         if history_starts(lines, index):
-            break
+            leading = leading_header_end(lines, index, kept)
+            if leading is None:
+                break
+            index = leading
+            continue
         if is_signature_delimiter(line):
             return Reply(_trim(_squeeze_blank_lines(kept)), _signature(lines, index + 1))
         if is_mobile_signature(line):
@@ -87,6 +93,22 @@ def history_starts(lines: list[str], index: int) -> bool:
         or starts_header_block(lines, index)
         or starts_list_footer(lines, index)
     )
+
+
+def leading_header_end(lines: list[str], index: int, before: list[str]) -> int | None:
+    """Where a header block that history would start at ends, when no new text comes before it.
+
+    History cannot start before the new text: an Outlook header block (or "-----Original Message-----" and
+    its block) at the very top introduces the text below it, as a pasted header or a forward without a
+    comment does, so the block is skipped and the search for history goes on after it."""
+    if any(line.strip() for line in before) or not (
+        is_original_message(lines[index]) or starts_header_block(lines, index)
+    ):
+        return None
+    end = index + 1
+    while end < len(lines) and lines[end].strip():
+        end += 1
+    return end
 
 
 def is_quoted(lines: list[str], index: int) -> bool:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 
 MAX_SIGNATURE_LINE_CHARS = 160
+MAX_EXCUSE_WORDS = 6
+_CLAUSE_BREAK = re.compile(r"[,;.!?]\s")
 _MOBILE_SIGNATURE = re.compile(
     r"^(?:Sent\s+from\s+(?:my\s+\S|Samsung|Outlook|Mail\s+for|Yahoo|Yandex|AOL|ProtonMail|BlackBerry)"
     r"|Sent\s+with\s+(?:Sparrow|Airmail|Spark|ProtonMail)|Get\s+Outlook\s+for\s+(?:iOS|Android)"
@@ -32,4 +34,13 @@ def is_signature_delimiter(line: str) -> bool:
 
 def is_mobile_signature(line: str) -> bool:
     stripped = line.strip()
-    return len(stripped) <= MAX_SIGNATURE_LINE_CHARS and bool(_MOBILE_SIGNATURE.match(stripped))
+    match = _MOBILE_SIGNATURE.match(stripped) if len(stripped) <= MAX_SIGNATURE_LINE_CHARS else None
+    return match is not None and not _is_sentence(stripped[match.end() :])
+
+
+def _is_sentence(rest: str) -> bool:
+    """Whether the words after a "Sent from my" prefix are prose rather than a device name and a short
+    excuse ("iPhone, please excuse typos"): a clause of more than `MAX_EXCUSE_WORDS` words after the
+    first comma or full stop, as in "Sent from my desk, is much easier than my phone."."""
+    clause = _CLAUSE_BREAK.split(rest, maxsplit=1)
+    return len(clause) == 2 and len(clause[1].split()) > MAX_EXCUSE_WORDS

@@ -4,7 +4,7 @@ Every source directory holds `expectations.json`: the expectations its upstream 
 tests, mapped onto ticket fields as fixtures/mail/corpus/README.md describes. This module builds a ticket for
 every message and inline case, runs each expectation as one check, and reports pass rates by category.
 
-    python -m tests.inbound.ticket.corpus_score [--verbose] [--category C] [--json]
+    python -m tests.inbound.ticket.corpus_score [--verbose] [--category C] [--source NAME[,NAME]] [--json]
 """
 
 from __future__ import annotations
@@ -359,9 +359,12 @@ def attachment_checks(expected: dict[str, Any], ticket: dict[str, Any], name: st
 # ------------------------------------------------------------------------------------------------- corpus
 
 
-def load_items(corpus: Path = CORPUS) -> Iterator[Item]:
+def load_items(corpus: Path = CORPUS, sources: frozenset[str] | None = None) -> Iterator[Item]:
+    """Every message and case of the corpus, or of the named source directories only."""
     for expectations in sorted(corpus.glob("*/expectations.json")):
         source_dir = expectations.parent
+        if sources is not None and source_dir.name not in sources:
+            continue
         data = json.loads(expectations.read_text(encoding="utf-8"))
         for rel, expect in sorted(data.get("messages", {}).items()):
             raw = strip_mbox_from_line((source_dir / rel).read_bytes())
@@ -375,10 +378,10 @@ def load_items(corpus: Path = CORPUS) -> Iterator[Item]:
             yield Item(source_dir.name, "case:" + case["id"], raw, DEFAULT_MAIL_FROM, case["expect"])
 
 
-def score(corpus: Path = CORPUS) -> Report:
+def score(corpus: Path = CORPUS, sources: frozenset[str] | None = None) -> Report:
     started = time.perf_counter()
     report = Report()
-    for item in load_items(corpus):
+    for item in load_items(corpus, sources):
         report.items += 1
         try:
             ticket = make_ticket(item.raw, mail_from=item.mail_from)
@@ -412,8 +415,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="list every failing check")
     parser.add_argument("--category", choices=CATEGORIES, help="only this category")
     parser.add_argument("--json", action="store_true", help="print the totals as JSON")
+    parser.add_argument(
+        "--source", metavar="NAME[,NAME]", help="only these source directories (e.g. a held-out set)"
+    )
     args = parser.parse_args(argv)
-    report = score()
+    sources = None
+    if args.source:
+        sources = frozenset(name.strip() for name in args.source.split(",") if name.strip())
+        unknown = sorted(sources - {p.parent.name for p in CORPUS.glob("*/expectations.json")})
+        if unknown:
+            parser.error(f"no such source: {', '.join(unknown)}")
+    report = score(sources=sources)
     totals = report.totals()
     if args.category:
         totals = {args.category: totals[args.category]}

@@ -98,3 +98,26 @@ def test_hostile_markup_costs_little() -> None:
     assert (
         time.process_time() - started < 10.0
     )  # measured ~2 s for all eight together; generous for a busy machine
+
+
+def test_marked_header_with_no_text_before_it_heads_the_reply() -> None:
+    header = (
+        '<div style="border:none;border-top:solid #E1E1E1 1.0pt">'
+        "<p><b>From:</b> Ola<br><b>Sent:</b> today<br>"
+        "<b>To:</b> Support<br><b>Subject:</b> FW: Printer</p></div>"
+    )
+    markup = (
+        f"<html><body><p>&nbsp;</p>{header}<p>The printer is jammed again.</p>"
+        f"{header.replace('FW: Printer', 'Printer')}<p>Is it working now?</p></body></html>"
+    )
+    reply = strip_html_reply(markup)
+    assert reply.text == "The printer is jammed again."
+    assert "Is it working now?" not in reply.html
+
+
+def test_marked_header_after_new_text_is_still_history() -> None:
+    markup = (
+        "<p>Thanks!</p>"
+        '<div id="divRplyFwdMsg"><p><b>From:</b> A<br><b>Sent:</b> today</p></div><p>Old text</p>'
+    )
+    assert strip_html_reply(markup).text == "Thanks!"

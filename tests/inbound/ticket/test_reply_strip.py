@@ -228,3 +228,27 @@ def test_client_attributions_end_the_reply(attribution: str) -> None:
 def test_sentences_with_an_address_stay_text(line: str) -> None:
     text = f"Hello,\n{line}\nMore of my own text.\n"
     assert "More of my own text." in strip_reply(text)
+
+
+def test_header_block_with_nothing_above_heads_the_text_below_it() -> None:
+    body = (
+        "From: Ola Nordmann <ola@example.org>\n"
+        "Sent: 3 March 2025 10:00\n"
+        "To: Support <support@example.com>\n"
+        "Subject: Printer\n"
+        "\n"
+        "The printer on floor 2 is jammed again.\n"
+        "\n"
+        "From: Support <support@example.com>\n"
+        "Sent: 2 March 2025 09:00\n"
+        "To: Ola Nordmann <ola@example.org>\n"
+        "Subject: Printer\n"
+        "\n"
+        "Is it working now?\n"
+    )
+    assert strip_reply(body) == "The printer on floor 2 is jammed again."
+
+
+def test_header_block_below_new_text_is_still_history() -> None:
+    body = "Thanks!\n\nFrom: A <a@example.org>\nSent: today\nTo: B <b@example.org>\nSubject: x\n\nOld text\n"
+    assert strip_reply(body) == "Thanks!"
