@@ -25,7 +25,8 @@ from filters.resolver import make_resolver
 from inbound.delivery.circuit import BackPressure
 from inbound.delivery.runner import DeliveryRunner, RunnerLimits
 from inbound.delivery.webhook import WebhookClient
-from inbound.smtp.handler import InboundHandler, SmtpListener, load_tls_context
+from inbound.smtp.handler import InboundHandler
+from inbound.smtp.listener import SmtpListener, load_tls_context
 from inbound.smtp.routing import Router
 from outbound.service import OutboundService
 from postroom.app.config import Config, load_config
