@@ -9,11 +9,13 @@ scrypt check runs in a worker thread rather than on the event loop.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
 
+from postroom.core.replies import AUTH_INVALID
 from postroom.core.smtp_guard import GuardedSMTP
 from postroom.core.smtpserver import with_enhanced_code
 
@@ -94,7 +96,25 @@ class SubmissionSMTP(GuardedSMTP):
             await super().push(status)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:  # credentials after an empty challenge: read them here, to see the authzid
+            response = await self.challenge_auth("")
+            if response is MISSING:
+                return AuthResult(success=False)
+            args = [args[0], base64.b64encode(bytes(response)).decode("ascii")]
+        if _asks_to_act_as_another(args[1]):
+            # RFC 4616 §2: a server that lets no one act as another user MUST fail such an exchange.
+            # aiosmtpd ignores the authorization identity, which would log the client in as itself.
+            return AuthResult(success=False, handled=False, message=AUTH_INVALID.render())
         return await self.submission.verify(self, await super().auth_PLAIN(_, args))
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self.submission.verify(self, await super().auth_LOGIN(_, args))
+
+
+def _asks_to_act_as_another(encoded: str) -> bool:
+    """Whether an AUTH PLAIN message names an authorization identity other than its login."""
+    try:
+        parts = base64.b64decode(encoded.encode("ascii"), validate=True).split(b"\0")
+    except (ValueError, UnicodeEncodeError):
+        return False  # aiosmtpd answers malformed base64 itself
+    return len(parts) == 3 and parts[0] not in (b"", parts[1])

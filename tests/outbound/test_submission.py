@@ -451,3 +451,31 @@ def test_a_from_header_the_strict_parser_doubts_is_refused(
             code, reply = client.data(f"From: {sender}\r\nTo: alice@dest-one.test\r\n\r\nhi\r\n".encode())
             assert (code, reply[:5]) == (550, b"5.6.0"), sender
     assert spool.ids(INCOMING) == []
+
+
+def test_auth_plain_refuses_to_act_as_another_identity(
+    submission_config: Config, tls_files: TlsFiles
+) -> None:
+    """RFC 4616: an authorization identity other than the login must fail, not be ignored."""
+
+    def plain(authzid: str, login: str) -> str:
+        return base64.b64encode(f"{authzid}\0{login}\0{HELPDESK_PASSWORD}".encode()).decode()
+
+    with running_submission(
+        submission_config,
+        spool=outbound_spool(submission_config),
+        suppression=suppression_for(submission_config),
+    ) as srv:
+        with connect(srv, tls_files) as client:
+            code, reply = client.docmd("AUTH", f"PLAIN {plain('postmaster', 'helpdesk')}")
+            assert (code, reply[:5]) == (535, b"5.7.8")
+            assert client.mail("support@mail-out.test")[0] == 530  # not logged in as anyone
+            code, reply = client.docmd("AUTH", "PLAIN")  # the same, after an empty challenge
+            assert code == 334
+            code, reply = client.docmd(plain("postmaster", "helpdesk"))
+            assert (code, reply[:5]) == (535, b"5.7.8")
+        with connect(srv, tls_files) as client:
+            assert client.docmd("AUTH", f"PLAIN {plain('helpdesk', 'helpdesk')}")[0] == 235
+        with connect(srv, tls_files) as client:
+            code, _ = client.docmd("AUTH", "PLAIN")
+            assert code == 334 and client.docmd(plain("", "helpdesk"))[0] == 235
