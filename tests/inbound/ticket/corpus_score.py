@@ -289,6 +289,14 @@ def header_checks(expected: dict[str, Any], ticket: dict[str, Any], name: str) -
         elif key in ("message_id", "date"):
             got = ticket.get(key)
             ok = got == want
+        elif key == "to_names":
+            mailboxes = ticket.get("to")
+            got = (
+                [m.get("name") for m in mailboxes if isinstance(m, dict)]
+                if isinstance(mailboxes, list)
+                else []
+            )
+            ok = got == want
         else:
             raise ValueError(f"{name}: unknown header expectation {key!r}")
         yield Check("headers", name, key, ok, want, got)
@@ -302,6 +310,12 @@ def body_checks(expected: dict[str, Any], ticket: dict[str, Any], name: str) -> 
             for needle in want:
                 ok = isinstance(got, str) and needle in got
                 yield Check("bodies", name, f"{field_name} contains", ok, needle, got)
+        elif key in ("text_not_contains", "html_not_contains"):
+            field_name = key.split("_")[0]
+            got = ticket.get(field_name)
+            for needle in want:
+                ok = isinstance(got, str) and needle not in got
+                yield Check("bodies", name, f"{field_name} lacks", ok, needle, got)
         elif key in ("text_not_null", "html_not_null"):
             field_name = key.split("_")[0]
             got = ticket.get(field_name)

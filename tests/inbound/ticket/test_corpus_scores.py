@@ -131,3 +131,18 @@ def test_inline_cases_are_wrapped_byte_exact() -> None:
 def test_mbox_from_line_is_dropped() -> None:
     assert cs.strip_mbox_from_line(b"From VM Wed Oct  4 02:03:34 2000\nSubject: x\n") == b"Subject: x\n"
     assert cs.strip_mbox_from_line(b"From: a@x.org\n") == b"From: a@x.org\n"
+
+
+def test_to_names_and_not_contains_checks_can_fail() -> None:
+    ticket: dict[str, Any] = {
+        "to": [{"name": "Mirosław Marczak", "email": "m@example.com"}],
+        "text": "Section one\n",
+    }
+    names = list(cs.header_checks({"to_names": ["Mirosław Marczak"]}, ticket, "x"))
+    assert [c.ok for c in names] == [True]
+    wrong = list(cs.header_checks({"to_names": ["Miroslaw Marczak"]}, ticket, "x"))
+    assert [c.ok for c in wrong] == [False]
+    lacks = list(cs.body_checks({"text_not_contains": ["Section two", "Section one"]}, ticket, "x"))
+    assert [c.ok for c in lacks] == [True, False]
+    absent = list(cs.body_checks({"html_not_contains": ["x"]}, ticket, "x"))
+    assert [c.ok for c in absent] == [False]
