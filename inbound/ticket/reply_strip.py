@@ -15,7 +15,8 @@ more is cut: the forward is what the sender wants the helpdesk to read.
 
 The signature (`inbound.ticket.signature`) is cut from the reply and returned beside it.
 Only the first `MAX_SCANNED_CHARS` characters and `MAX_SCANNED_LINES` lines are read, so the cost stays
-linear and bounded on hostile bodies (about 10 µs a line).
+linear and bounded on hostile bodies; when no history starts within them, the rest of the text is kept as
+it is, unread.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def strip_reply(text: str) -> str:
 
 
 def split_reply(text: str) -> Reply:
-    lines = text[:MAX_SCANNED_CHARS].split("\n", MAX_SCANNED_LINES)[:MAX_SCANNED_LINES]
+    boundary = _scan_boundary(text)
+    scanned = text[:boundary]
+    lines = (scanned[:-1] if boundary < len(text) and scanned.endswith("\n") else scanned).split("\n")
     kept: list[str] = []
+    last_kept = -1  # the index of the last line kept as the sender's text
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -82,8 +86,28 @@ def split_reply(text: str) -> Reply:
             kept.append(line[:inline].rstrip().rstrip("-").rstrip())
             break
         kept.append(line.rstrip())
+        last_kept = index
         index += 1
+    else:
+        # The scan ran out in the sender's own text, before any history: what lies beyond it was not read,
+        # and is the sender's too. (Run out inside quoted history, the rest is history.)
+        if boundary < len(text) and last_kept == len(lines) - 1:
+            kept.append(text[boundary:].rstrip())
     return Reply(_trim(_squeeze_blank_lines(kept)), None)
+
+
+def _scan_boundary(text: str) -> int:
+    """Where the scanned part of `text` ends: at a line start, within both scan limits."""
+    if len(text) <= MAX_SCANNED_CHARS and text.count("\n", 0, MAX_SCANNED_CHARS) < MAX_SCANNED_LINES:
+        return len(text)
+    boundary = text.rfind("\n", 0, MAX_SCANNED_CHARS) + 1  # 0: a first line longer than the limit
+    start = 0
+    for _ in range(MAX_SCANNED_LINES):  # the start of line MAX_SCANNED_LINES, if it comes sooner
+        found = text.find("\n", start, boundary)
+        if found < 0:
+            return boundary
+        start = found + 1
+    return start
 
 
 def history_starts(lines: list[str], index: int) -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbound.ticket.reply_strip import MAX_SCANNED_CHARS, Reply, split_reply, strip_reply
+from inbound.ticket.reply_strip import MAX_SCANNED_CHARS, MAX_SCANNED_LINES, Reply, split_reply, strip_reply
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,8 @@ def test_the_signature_is_returned_beside_the_reply() -> None:
 def test_the_scan_is_bounded() -> None:
     hostile = "> q\n" * 1_000_000 + "On Mon, Bob <b@example.com> wrote:\n"
     assert strip_reply("New\n" + hostile) == "New"
-    assert len(strip_reply("a\n" * (MAX_SCANNED_CHARS))) <= MAX_SCANNED_CHARS
+    text = "a\n" * MAX_SCANNED_CHARS
+    assert len(strip_reply(text)) <= len(text)  # the unread rest is kept, never more
 
 
 # Attributions as Gmail, Apple Mail, Thunderbird and Yahoo write them in the languages they ship, each
@@ -252,3 +253,20 @@ def test_header_block_with_nothing_above_heads_the_text_below_it() -> None:
 def test_header_block_below_new_text_is_still_history() -> None:
     body = "Thanks!\n\nFrom: A <a@example.org>\nSent: today\nTo: B <b@example.org>\nSubject: x\n\nOld text\n"
     assert strip_reply(body) == "Thanks!"
+
+
+def test_text_beyond_the_scan_limits_is_kept_not_dropped() -> None:
+    """The scan is bounded; a long reply with no history in reach keeps its unread rest."""
+    long_lines = "\n".join(f"log line {i}: " + "x" * 60 for i in range(6_000))  # ~450 KB
+    assert len(long_lines) > MAX_SCANNED_CHARS
+    assert split_reply(long_lines).text == long_lines
+    many_lines = "\n".join(f"row {i}" for i in range(MAX_SCANNED_LINES + 5_000))
+    assert split_reply(many_lines).text == many_lines
+    one_long_line = "y" * (MAX_SCANNED_CHARS + 10)
+    assert split_reply(one_long_line).text == one_long_line
+    # History inside the scanned part still ends the reply there.
+    history = "Thanks!\n\n-----Original Message-----\nFrom: Bob <bob@example.com>\n" + long_lines
+    assert split_reply(history).text == "Thanks!"
+    # A scan that runs out inside quoted history does not bring the rest of the history back.
+    deep_quote = "Thanks!\n" + "> " + "quoted text " * 10 + "\n" * 1 + ("> more\n" * 60_000)
+    assert split_reply(deep_quote).text == "Thanks!"
