@@ -7,6 +7,7 @@ import base64
 import logging
 import smtplib
 import time
+from contextlib import AbstractContextManager
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
@@ -15,6 +16,7 @@ import dkim
 import pytest
 
 from outbound.dkim import dns_txt_value
+from outbound.submission import SubmissionServer
 from outbound.suppression import SUPPRESSION_FILE, MemorySuppressionList
 from postroom.app.config import Config
 from postroom.core.spool import INCOMING, Spool
@@ -50,6 +52,13 @@ def outbound_spool(cfg: Config) -> Spool:
 
 def suppression_for(cfg: Config) -> MemorySuppressionList:
     return MemorySuppressionList(cfg.outbound.spool_dir(cfg.spool.path) / SUPPRESSION_FILE)
+
+
+def serving(cfg: Config, *, monotonic: FakeClock | None = None) -> AbstractContextManager[SubmissionServer]:
+    """The listener with its own outbound spool and suppression list, as most tests here want it."""
+    return running_submission(
+        cfg, spool=outbound_spool(cfg), suppression=suppression_for(cfg), monotonic=monotonic
+    )
 
 
 def fixture_key_dns(name: bytes, timeout: float = 5) -> bytes | None:
@@ -159,11 +168,7 @@ def test_auth_is_neither_offered_nor_accepted_before_starttls(
     submission_config: Config, tls_files: TlsFiles
 ) -> None:
     credentials = base64.b64encode(f"\0helpdesk\0{HELPDESK_PASSWORD}".encode()).decode()
-    with running_submission(
-        submission_config,
-        spool=outbound_spool(submission_config),
-        suppression=suppression_for(submission_config),
-    ) as srv:
+    with serving(submission_config) as srv:
         with connect(srv, tls_files, starttls=False) as client:
             assert client.has_extn("starttls")
             assert not client.has_extn("auth")
@@ -175,11 +180,7 @@ def test_auth_is_neither_offered_nor_accepted_before_starttls(
 
 
 def test_login_mechanism_and_wrong_password(submission_config: Config, tls_files: TlsFiles) -> None:
-    with running_submission(
-        submission_config,
-        spool=outbound_spool(submission_config),
-        suppression=suppression_for(submission_config),
-    ) as srv:
+    with serving(submission_config) as srv:
         with connect(srv, tls_files) as client:
             with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
                 auth_plain(client, "helpdesk", "not the password")
@@ -198,12 +199,7 @@ def test_repeated_failures_lock_out_until_the_lockout_expires(
 ) -> None:
     clock = FakeClock()
     limit = submission_config.submission.auth_failures_before_lockout
-    with running_submission(
-        submission_config,
-        spool=outbound_spool(submission_config),
-        suppression=suppression_for(submission_config),
-        monotonic=clock,
-    ) as srv:
+    with serving(submission_config, monotonic=clock) as srv:
         with connect(srv, tls_files) as client:
             for _ in range(limit):
                 with pytest.raises(smtplib.SMTPAuthenticationError) as failed:
@@ -238,12 +234,7 @@ def test_failures_spread_beyond_the_lockout_window_do_not_lock_out(
     clock = FakeClock()
     sub = submission_config.submission
     with (
-        running_submission(
-            submission_config,
-            spool=outbound_spool(submission_config),
-            suppression=suppression_for(submission_config),
-            monotonic=clock,
-        ) as srv,
+        serving(submission_config, monotonic=clock) as srv,
         connect(srv, tls_files) as client,
     ):
         for _ in range(sub.auth_failures_before_lockout * 2):
@@ -414,11 +405,7 @@ def test_control_characters_in_the_envelope_are_refused(
 
 def test_recipients_must_be_plain_mailboxes(submission_config: Config, tls_files: TlsFiles) -> None:
     with (
-        running_submission(
-            submission_config,
-            spool=outbound_spool(submission_config),
-            suppression=suppression_for(submission_config),
-        ) as srv,
+        serving(submission_config) as srv,
         connect(srv, tls_files) as client,
     ):
         client.login("helpdesk", HELPDESK_PASSWORD)
@@ -461,11 +448,7 @@ def test_auth_plain_refuses_to_act_as_another_identity(
     def plain(authzid: str, login: str) -> str:
         return base64.b64encode(f"{authzid}\0{login}\0{HELPDESK_PASSWORD}".encode()).decode()
 
-    with running_submission(
-        submission_config,
-        spool=outbound_spool(submission_config),
-        suppression=suppression_for(submission_config),
-    ) as srv:
+    with serving(submission_config) as srv:
         with connect(srv, tls_files) as client:
             code, reply = client.docmd("AUTH", f"PLAIN {plain('postmaster', 'helpdesk')}")
             assert (code, reply[:5]) == (535, b"5.7.8")
