@@ -113,14 +113,7 @@ async def test_a_pipelined_batch_gets_its_replies_in_order_in_one_write(tmp_path
             sock.sendall(b"EHLO client.example.org\r\n")
             await asyncio.to_thread(_read_replies, reader, 1)
             (server,) = app.handler._open
-            writes: list[bytes] = []
-            real_write = server._writer.write
-
-            def counting_write(data: bytes) -> None:
-                writes.append(bytes(data))
-                real_write(data)
-
-            server._writer.write = counting_write  # type: ignore[method-assign]
+            writes = record_writes(server)
             batch = f"MAIL FROM:<ada@example.org>\r\nRCPT TO:<support@acme.{DOMAIN}>\r\nDATA\r\n"
             sock.sendall(batch.encode())
             replies = await asyncio.to_thread(_read_replies, reader, 3)
@@ -141,14 +134,7 @@ async def test_the_lines_of_a_multiline_reply_go_out_in_one_write(tmp_path: Path
         with sock, reader:
             await asyncio.to_thread(_read_replies, reader, 1)
             (server,) = app.handler._open
-            writes: list[bytes] = []
-            real_write = server._writer.write
-
-            def counting_write(data: bytes) -> None:
-                writes.append(bytes(data))
-                real_write(data)
-
-            server._writer.write = counting_write  # type: ignore[method-assign]
+            writes = record_writes(server)
             sock.sendall(b"EHLO client.example.org\r\n")
             (last,) = await asyncio.to_thread(_read_replies, reader, 1)
     assert last == "250 HELP"
@@ -378,3 +364,16 @@ async def test_commands_do_not_arm_a_timer_each() -> None:
     assert len(armed) == 2 and armed[1] < armed[0]
     assert server._timeout_handle is not None
     server._timeout_handle.cancel()
+
+
+def record_writes(server: Any) -> list[bytes]:
+    """Every write the session's transport is given from now on, in order (the data is still sent)."""
+    writes: list[bytes] = []
+    real_write = server._writer.write
+
+    def counting_write(data: bytes) -> None:
+        writes.append(bytes(data))
+        real_write(data)
+
+    server._writer.write = counting_write
+    return writes
