@@ -3,7 +3,9 @@
 # Package scripts try to start daemons (postfix on :25, nsd on :53, freshclam on the internet):
 # a policy-rc.d that answers 101 stops that; the tests run every daemon themselves on loopback.
 set -euo pipefail
-packages=(rspamd clamav-daemon nsd redis-server postfix haproxy swaks)
+# podman (with runc, slirp4netns, netavark, aardvark-dns) and debootstrap build and run the container image.
+packages=(rspamd clamav-daemon nsd redis-server postfix haproxy swaks
+          podman runc slirp4netns netavark aardvark-dns debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
