@@ -14,6 +14,7 @@ helpdesk by its real address and needs no such option.
 from __future__ import annotations
 
 import json
+import os
 import smtplib
 import subprocess
 import threading
@@ -47,6 +48,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.podman, pytest.mark.timeout(9
 
 TENANT_DOMAIN = "helpdesk.test"
 HOST_LOOPBACK_FROM_CONTAINER = "10.0.2.2"  # slirp4netns's alias for the host's 127.0.0.1
+IMAGE_GID = 10025  # the image's postroom group (deploy/Containerfile)
 SLIRP_NETWORK = "slirp4netns:allow_host_loopback=true"
 SHUTDOWN_GRACE = 5.0  # short, so a delivery hanging at SIGTERM is cut off quickly (it stays spooled)
 STARTUP_TIMEOUT = 60.0
@@ -117,7 +119,9 @@ def container_config(path: Path, webhook_port: int, *, ops_endpoint: bool = True
     if not ops_endpoint:
         del config["metrics"]
     tomlwrite.write(path, config)
-    path.chmod(0o644)  # the container's unprivileged user reads it through the bind mount
+    # As the README installs it: 0640, group 10025, so the container's unprivileged user can read it.
+    os.chown(path, 0, IMAGE_GID)
+    path.chmod(0o640)
     return path
 
 
