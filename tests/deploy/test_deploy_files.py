@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -280,12 +281,18 @@ def test_readme_documents_every_postroom_metric(tmp_path: Path) -> None:
 
 def test_container_files_reference_what_exists() -> None:
     containerfile = (DEPLOY / "Containerfile").read_text()
-    assert re.findall(r"^FROM (\S+)", containerfile, re.M) == ["python:3.11-slim-bookworm"] * 2
+    assert re.findall(r"^FROM (\$\{BASE\})", containerfile, re.M) == ["${BASE}"] * 2
+    assert re.search(r"^ARG BASE=docker.io/library/python:3.11-slim-bookworm$", containerfile, re.M)
     user = re.findall(r"^USER (\S+)", containerfile, re.M)
     assert user == ["postroom"]
+    copied = set()
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", containerfile, re.M):
         for path in source.split():
             assert (REPO / path).exists(), path
+            copied.add(path)
+    # Every package the wheel is built from is in the image (pyproject's packages.find).
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert {pattern.rstrip("*") for pattern in packages["include"]} <= copied
     compose = (DEPLOY / "compose.yaml").read_text()
     assert re.search(r"dockerfile: deploy/Containerfile$", compose, re.M)
     for path in re.findall(r"- (\./[^:]+):", compose):

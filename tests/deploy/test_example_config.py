@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -56,3 +57,17 @@ def test_example_config_names_every_key() -> None:
         present = _present_keys(tomllib.load(fh))
     missing = _documented_keys(Config) - present
     assert not missing, f"undocumented keys: {sorted(missing)}"
+
+
+def test_single_container_config_matches_the_image() -> None:
+    """deploy/podman/postroom.toml listens where the image EXPOSEs and spools where it keeps its VOLUME."""
+    deploy = EXAMPLE.parent
+    config = load_config(deploy / "podman" / "postroom.toml")
+    containerfile = (deploy / "Containerfile").read_text()
+    exposed = re.search(r"^EXPOSE (\d+) (\d+)$", containerfile, re.M)
+    volume = re.search(r'^VOLUME \["([^"]+)"\]$', containerfile, re.M)
+    assert exposed is not None and volume is not None
+    assert config.smtp.listen == f"0.0.0.0:{exposed[1]}"
+    assert config.metrics.listen == f"0.0.0.0:{exposed[2]}"
+    assert config.spool.path == volume[1]
+    assert f"127.0.0.1:{exposed[2]}/healthz" in containerfile
