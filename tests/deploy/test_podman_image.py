@@ -301,3 +301,19 @@ def test_podman_sigterm_drains_and_loses_nothing(container: Container, helpdesk:
         "exec", container.name, "postroom", "dead-letter", "list", "--config", "/etc/postroom/postroom.toml"
     )
     assert "in delivery" not in dead.stdout and "in data" not in dead.stdout
+
+
+def test_podman_kill_9_loses_nothing(container: Container, helpdesk: Helpdesk) -> None:
+    start(container)
+    helpdesk.hang.set()
+    send(container, "in delivery at kill -9")  # 250 given, fsynced to the volume; the delivery hangs
+    wait_for_attempt(helpdesk, "in delivery at kill -9")
+    podman("kill", "--signal", "KILL", container.name)
+    podman("wait", container.name)
+    assert inspect(container.name, "{{.State.ExitCode}}") == "137"  # no drain: the process was killed
+
+    # A new container (as after an image upgrade) on the same spool volume delivers it.
+    podman("rm", container.name)
+    helpdesk.hang.clear()
+    start(container)
+    wait_for_subjects(helpdesk, {"in delivery at kill -9"}, container)

@@ -142,8 +142,8 @@ def adapt(argv: list[str], replace: dict[str, str], *, ports: dict[str, int] | N
             container_port = arg.rsplit(":", 1)[-1]
             arg = f"127.0.0.1:{ports[container_port]}:{container_port}"
         elif previous in {"-v", "--volume"}:
-            source, rest = arg.split(":", 1)
-            arg = f"{replace.get(source, source)}:{rest}"
+            source, colon, rest = arg.partition(":")  # an anonymous volume has no source
+            arg = f"{replace.get(source, source)}{colon}{rest}" if colon else arg
         else:
             arg = replace.get(arg, arg)
         adapted.append(arg)
