@@ -135,6 +135,12 @@ class ComposeProject:
         template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
         return podman("inspect", "--format", template, self.container(service)).stdout.strip()
 
+    def started_at(self, service: str) -> float:
+        """When the service's container started, in Unix seconds (the host clock the test also reads)."""
+        return float(
+            podman("inspect", "--format", "{{.State.StartedAt.Unix}}", self.container(service)).stdout
+        )
+
     def diagnostics(self, services: tuple[str, ...]) -> str:
         """Every service's last log lines and the containers' states, for a failure message."""
         states = podman(
