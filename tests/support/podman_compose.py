@@ -73,8 +73,9 @@ def node_config_for_test(shipped: str, secret: str, dns_timeout: float) -> str:
 
     The webhook goes to the test helpdesk, with a real secret (serve refuses the shipped placeholder). There
     is no DNS server in the test network, and none outside may be asked: lookups go to a closed port in the
-    node's own container and fail fast, and the two filters that refuse mail when the sender's domain does
-    not resolve (SPF temperror 451, FQDN 450) are switched off. DKIM/DMARC stays on and records temperror.
+    node's own container and time out after `dns_timeout`, and the two filters that refuse mail when the
+    sender's domain does not resolve (SPF temperror 451, FQDN 450) are switched off. DKIM/DMARC stays on
+    (observe mode) and records temperror.
     """
     swaps = [
         (r'^url = "https://helpdesk\.example/api/inbound-mail"$', f'url = "{HELPDESK_URL}"'),
