@@ -97,7 +97,7 @@ def build_test_options(base_image: str) -> list[str]:
 
 
 def remove_container(name: str) -> None:
-    podman("rm", "--force", "--time", "0", "--ignore", name, check=False)
+    podman("rm", "--force", "--volumes", "--time", "0", "--ignore", name, check=False)
 
 
 def remove_volume(name: str) -> None:
