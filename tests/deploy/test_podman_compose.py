@@ -33,6 +33,9 @@ from tests.support.podman_compose import (
     require_podman_compose,
 )
 
+# The first container test of a run also builds the base and Postroom's image (about 70 s when cold).
+pytestmark = [pytest.mark.integration, pytest.mark.podman, pytest.mark.timeout(900)]
+
 NODES = ("postroom1", "postroom2")
 SERVICES = (*NODES, *THIRD_PARTY_SERVICES, "helpdesk")
 RECIPIENT = "support@acme.helpdesk.example"
