@@ -24,6 +24,7 @@ import pytest
 from tests.servers.clamd import EICAR, EICAR_NAME
 from tests.servers.daemon import free_port, wait_until
 from tests.servers.rspamd import GTUBE
+from tests.support.podman import podman
 from tests.support.podman_compose import (
     NODE_CONFIG,
     THIRD_PARTY_SERVICES,
@@ -222,3 +223,11 @@ def test_podman_compose_stack_delivers_through_both_nodes_with_filters_and_share
     # This waits out a fixed period on HAProxy's clock, so it is a sleep, not a poll.
     time.sleep(max(0.0, project.started_at("haproxy") + RESOLVER_HOLD + 3 - time.time()))
     assert haproxy_up(ports["stats"]), project.diagnostics(SERVICES)
+
+    # `stop` sends SIGTERM and waits the file's stop_grace_period: both nodes drain and exit cleanly, which
+    # podman would otherwise report as 137 (killed at the end of the grace period).
+    project.compose("stop")
+    for node in NODES:
+        state = podman("inspect", "--format", "{{.State.ExitCode}}", project.container(node)).stdout.strip()
+        assert state == "0", (node, state, project.logs(node)[-2000:])
+        assert '"event":"stopped"' in project.logs(node), node
