@@ -25,6 +25,7 @@ from inbound.ticket.attachments import attachment_records
 from inbound.ticket.autoreply import classify
 from inbound.ticket.bounce import detect_bounce, no_bounce
 from inbound.ticket.field_errors import FieldErrors
+from inbound.ticket.header_start import is_trace_field, repaired_header_start
 from inbound.ticket.html_reply import strip_html_reply
 from inbound.ticket.html_text import MAX_HTML_INPUT_CHARS, html_to_text
 from inbound.ticket.mail_headers import HeaderFields, Mailbox, first_message_id, iso_date, message_ids
@@ -32,11 +33,6 @@ from inbound.ticket.mime_tree import MimeNotes, parse_header_section, parse_mime
 from inbound.ticket.mime_walk import MimeContent, collect_content
 from inbound.ticket.reply_strip import Reply, split_reply
 
-# Fields added in transit (by relays or by Postroom itself) rather than by the message's author.
-_TRACE_FIELDS = frozenset(
-    {"received", "return-path", "delivered-to", "x-original-to", "authentication-results", "received-spf"}
-)
-_TRACE_PREFIXES = ("arc-", "x-spam", "x-virus", "x-postroom")
 _NOT_AUTOMATIC: tuple[bool, str | None] = (False, None)
 _NO_REPLY = Reply("", None)
 _NO_REPLIES: tuple[Reply, str | None] = (_NO_REPLY, None)
@@ -53,20 +49,24 @@ def normalize_message(
     """
     errors = FieldErrors()
     notes = MimeNotes()
+    unrepaired: tuple[bytes, str | None] = (raw, None)
+    parsed, repair = errors.compute("headers", lambda: repaired_header_start(raw), unrepaired)
+    if repair is not None:
+        errors.add("headers", repair)
     root: Message | None = None
     if headers_only is not None:
         errors.add("mime", headers_only)
     else:
-        root = errors.compute("mime", lambda: parse_mime(raw, notes), None)
+        root = errors.compute("mime", lambda: parse_mime(parsed, notes), None)
     top = (
         root
         if root is not None
-        else errors.compute("headers", lambda: parse_header_section(raw, notes), None)
+        else errors.compute("headers", lambda: parse_header_section(parsed, notes), None)
     )
     headers = (
         errors.compute("headers", lambda: HeaderFields.read(top), HeaderFields()) if top else HeaderFields()
     )
-    not_a_message = errors.compute("mime", lambda: _not_a_message(raw, top, headers), None)
+    not_a_message = errors.compute("mime", lambda: _not_a_message(parsed, top, headers), None)
     if not_a_message is not None:
         errors.add("mime", not_a_message)
     for what, why in notes.notes:
@@ -185,7 +185,7 @@ def unparsed_message(raw: bytes, error: str, max_inline_attachment_bytes: int) -
 
 def _not_a_message(raw: bytes, root: Message | None, headers: HeaderFields) -> str | None:
     """Why `raw` is not an RFC 5322 message at all, or None when it is one."""
-    if any(not _is_trace_field(name) for name in headers.decoded):
+    if any(not is_trace_field(name) for name in headers.decoded):
         return None
     if not raw.strip():
         return "empty input: no header section and no body"
@@ -196,10 +196,6 @@ def _not_a_message(raw: bytes, root: Message | None, headers: HeaderFields) -> s
     ):
         return "no header fields of its own: only trace fields precede non-header data"
     return None
-
-
-def _is_trace_field(name: str) -> bool:
-    return name in _TRACE_FIELDS or name.startswith(_TRACE_PREFIXES)
 
 
 def _raw_summary(raw: bytes, *, keep_content: bool, max_bytes: int) -> dict[str, Any]:
