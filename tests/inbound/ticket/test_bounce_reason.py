@@ -10,6 +10,8 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
     [
         ("5.1.1", "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", "user_unknown"),
         (None, "550 <a@example.org> is a deactivated mailbox", "user_unknown"),
+        (None, "User some.name (a@example.org) not listed in Domino Directory", "user_unknown"),
+        (None, "554 client listed in zen.spamhaus.org", "spam_blocked"),
         (None, '550 "a@example.org" is not a known user', "user_unknown"),
         (None, "550 ** No mail box available for this user **", "user_unknown"),
         ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "user_unknown"),
