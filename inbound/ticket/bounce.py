@@ -12,7 +12,8 @@ Sources, most trusted first:
 A report whose multipart boundary is mangled is still read, from the unsplit body. A message without a
 report is only taken for a bounce when it comes from the null sender or a mailer daemon and something says
 it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
-ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces.
+ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces; so is Outlook.com's
+non-ARF complaint feed (the complained-about message attached, marked `X-HmXmrOriginalRecipient`).
 
 The ticket's `bounce`: `is_bounce`, `type` (`failed` | `delayed` | `feedback_report` | null), `recipients`
 (the failed addresses) and `recipients_detail` (`{email, status, kind, reason}`; see
@@ -72,6 +73,9 @@ _MAX_UNSPLIT_BYTES = 1024 * 1024
 _REPORT_PART_HEADER = re.compile(
     r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
 )
+_COMPLAINT_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"
+_MAX_COMPLAINT_PARTS = 16
+_MAX_COMPLAINT_HEADER_CHARS = 2_000
 MAX_FLUFL_PARTS = 64
 MAX_FLUFL_CHARS = 512 * 1024
 
@@ -93,6 +97,9 @@ def detect_bounce(
     feedback = list(_report_parts(root, _FEEDBACK_TYPES))
     if report_type == "feedback-report" or feedback:
         return _feedback_report(feedback)
+    complained = _microsoft_complaint(root)
+    if complained is not None:
+        return {**no_bounce(), "type": "feedback_report", "recipients": complained}
     unsplit = _unsplit_body(root)
     text = text or unsplit or ""
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
@@ -189,6 +196,21 @@ def _feedback_report(parts: list[Message]) -> dict[str, Any]:
     return {**no_bounce(), "type": "feedback_report", "recipients": found}
 
 
+def _microsoft_complaint(root: Message | None) -> list[str] | None:
+    """Outlook.com's complaint feed (JMRP) is no ARF: a multipart/mixed holding the complained-about message,
+    which carries `X-HmXmrOriginalRecipient` (the user who complained). None when it is not one."""
+    if root is None or not root.is_multipart():
+        return None
+    for child in [c for c in root.get_payload() if isinstance(c, Message)][:_MAX_COMPLAINT_PARTS]:
+        inner = child.get_payload() if child.get_content_type() == "message/rfc822" else None
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            recipient = inner[0].get(_COMPLAINT_RECIPIENT_HEADER)
+            if recipient is not None:
+                address = address_of(str(recipient)[:_MAX_COMPLAINT_HEADER_CHARS])
+                return [address.lower()] if address else []
+    return None
+
+
 def _report_parts(root: Message | None, types: frozenset[str] = _REPORT_TYPES) -> Iterator[Message]:
     """Report parts of the given types, not descending into returned messages (their reports are old
     news)."""
@@ -250,7 +272,8 @@ def _small_enough_for_flufl(root: Message) -> bool:
 
 def _decoded_addresses(found: Any) -> list[str]:
     addresses = (a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in found)
-    return sorted({address.strip("<>").lower() for address in addresses if "@" in address})
+    found = {address.strip("<>").lower() for address in addresses}
+    return sorted(a for a in found if "@" in a and not a.startswith("@"))  # "@host" is no mailbox
 
 
 def _first(header_lines: Sequence[Sequence[str]], name: str) -> str | None:

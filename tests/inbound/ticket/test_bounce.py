@@ -196,3 +196,43 @@ def test_a_report_with_a_mangled_boundary_is_read_from_the_unsplit_body() -> Non
     assert result["recipients_detail"] == [
         {"email": "gf@example.co.uk", "status": "5.0.0", "kind": "permanent", "reason": "spam_blocked"}
     ]
+
+
+def test_outlook_com_complaints_are_feedback_reports_naming_the_complainant() -> None:
+    result = _bounce(
+        "From: staff@hotmail.com\nSubject: complaint about message from 192.0.2.1\n"
+        'Content-Type: multipart/mixed; boundary="c"\n\n'
+        "--c\nContent-Type: message/rfc822\n\n"
+        "X-HmXmrOriginalRecipient: Reader@outlook.example\nFrom: us@acme.example\nSubject: News\n\nHello\n"
+        "--c--\n",
+        mail_from="staff@hotmail.com",
+    )
+    assert result == {"is_bounce": False, "type": "feedback_report", "recipients": ["reader@outlook.example"],
+                      "recipients_detail": []}  # fmt: skip
+
+
+def test_a_forwarded_message_without_the_complaint_marker_is_no_complaint() -> None:
+    result = _bounce(
+        'From: a@example.org\nSubject: Fwd: News\nContent-Type: multipart/mixed; boundary="c"\n\n'
+        "--c\nContent-Type: message/rfc822\n\nFrom: us@acme.example\nSubject: News\n\nHello\n--c--\n",
+        mail_from="a@example.org",
+    )
+    assert result["type"] is None
+
+
+def test_an_address_without_a_local_part_is_no_failed_recipient() -> None:
+    # Sendmail can write "Final-Recipient: RFC822; @host" when it lost the local part; the text still
+    # names the address that failed.
+    result = _bounce(
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.com>\n"
+        "Subject: Returned mail: see transcript for details\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n'
+        "--r\n\n   ----- The following addresses had permanent fatal errors -----\n<a@example.org>\n"
+        "    (reason: 550 Host unknown)\n\n"
+        "--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n"
+        "Final-Recipient: RFC822; @mx.example.org\nAction: failed\nStatus: 5.1.2\n--r--\n",
+        text="   ----- The following addresses had permanent fatal errors -----\n<a@example.org>\n"
+        "    (reason: 550 Host unknown)\n",
+    )
+    assert result["is_bounce"] is True
+    assert result["recipients"] == ["a@example.org"]

@@ -32,6 +32,19 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
         ("4.4.7", "Delivery time expired", "expired"),
         (None, "retry timeout exceeded", "expired"),
         (None, "550 something went wrong", "other"),
+        # The reply to MAIL FROM is about the sender: a policy rejection, whatever it says of domain or user.
+        (
+            "5.1.7",
+            "SMTP error from remote mail server after MAIL FROM:<a@b.example>:\n550 5.1.7 No such domain",
+            "rejected",
+        ),
+        ("5.1.1", "said: 550 5.1.1 <a@b.example>: User unknown (in reply to MAIL FROM command)", "rejected"),
+        (None, "after MAIL FROM:<a@b.example>: 554 client blocked using zen.spamhaus.org", "spam_blocked"),
+        (
+            None,
+            "after MAIL FROM:<a@b.example> SIZE=99999999: 552 message size exceeds fixed limit",
+            "message_too_large",
+        ),
     ],
 )
 def test_reason(status: str | None, text: str, expected: str) -> None:
