@@ -12,6 +12,7 @@ Sources, most trusted first:
 A report whose multipart boundary is mangled is still read, from the unsplit body. A message without a
 report is only taken for a bounce when it comes from the null sender or a mailer daemon and something says
 it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
+Amazon SES's JSON notifications, mailed by SNS, are read like reports (`inbound.ticket.bounce_ses`).
 ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces; so is Outlook.com's
 non-ARF complaint feed (the complained-about message attached, marked `X-HmXmrOriginalRecipient`).
 
@@ -32,6 +33,7 @@ from flufl.bounce import all_failures
 
 from inbound.ticket.bounce_formats import explanation_text, failed_recipients_in_text
 from inbound.ticket.bounce_reason import classify_failure, failure_reason
+from inbound.ticket.bounce_ses import SesNotification, read_ses_notification
 from inbound.ticket.dsn import DsnRecipient, address_of, read_delivery_status, status_code
 from inbound.ticket.mime_text import decode_bytes
 from inbound.ticket.mime_tree import MAX_DEPTH, part_bytes
@@ -54,7 +56,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"|returned\s+mail|returning\s+to\s+sender|mail\s+delivery\s+(?:failed|subsystem)|failure\s+(?:notice|delivery)"
     r"|could\s+not\s+be\s+delivered|non-?deliver|not\s+delivered|failed\s+mail|mail\s+failed|delivery\s+status"
     r"|unzustellbar|non\s+remis|onbestelbaar|no\s+se\s+puede\s+entregar|user\s+unknown|rejected\s+mail"
-    r"|processing\s+error|returned\s+to\s+sender|nicht\s+zustellbar",
+    r"|processing\s+error|returned\s+to\s+sender|nicht\s+zustellbar|mail\s+failure",
     re.IGNORECASE,
 )
 # A warning that delivery is late, not failed ("will keep trying", "Delivery Status Notification (Delay)").
@@ -73,6 +75,8 @@ _MAX_UNSPLIT_BYTES = 1024 * 1024
 _REPORT_PART_HEADER = re.compile(
     r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
 )
+_SNS_MESSAGE_ID_HEADER = "x-amz-sns-message-id"
+_AMAZON_SENDER = re.compile(r"@(?:[a-z0-9-]+\.)*(?:amazonses|amazonaws)\.com\b", re.IGNORECASE)
 _COMPLAINT_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"
 _MAX_COMPLAINT_PARTS = 16
 _MAX_COMPLAINT_HEADER_CHARS = 2_000
@@ -105,6 +109,15 @@ def detect_bounce(
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
     if not reports and unsplit:
         reports = [read_delivery_status(report).recipients for report in _reports_in_unsplit_body(unsplit)]
+    ses = None if reports else _ses_notification(header_lines, text)
+    if ses is not None and ses.kind == "Complaint":
+        return {
+            **no_bounce(),
+            "type": "feedback_report",
+            "recipients": [r.email.lower() for r in ses.records],
+        }
+    if ses is not None:
+        reports = [ses.records]
     records = [record for report in reports for record in report]
     failed = [
         r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
@@ -194,6 +207,15 @@ def _feedback_report(parts: list[Message]) -> dict[str, Any]:
             if address and address.lower() not in found and len(found) < _MAX_HEADER_ADDRESSES:
                 found.append(address.lower())
     return {**no_bounce(), "type": "feedback_report", "recipients": found}
+
+
+def _ses_notification(header_lines: Sequence[Sequence[str]], text: str) -> SesNotification | None:
+    """Amazon SES's JSON notification, only in a message that SNS or SES sent (a person quoting such JSON
+    in a support request is no bounce)."""
+    sender = _first(header_lines, "from") or ""
+    if _first(header_lines, _SNS_MESSAGE_ID_HEADER) is None and not _AMAZON_SENDER.search(sender):
+        return None
+    return read_ses_notification(text)
 
 
 def _microsoft_complaint(root: Message | None) -> list[str] | None:

@@ -236,3 +236,48 @@ def test_an_address_without_a_local_part_is_no_failed_recipient() -> None:
     )
     assert result["is_bounce"] is True
     assert result["recipients"] == ["a@example.org"]
+
+
+SES_BOUNCE = (
+    '{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":'
+    '"a@example.org","action":"failed","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 user unknown"}]}}'
+)
+
+
+def test_amazon_ses_notifications_mailed_by_sns_are_read() -> None:
+    result = _bounce(
+        f"From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n\n{SES_BOUNCE}\n",
+        mail_from="0101@us-west-2.amazonses.com",
+        text=SES_BOUNCE,
+    )
+    assert result["is_bounce"] is True and result["recipients"] == ["a@example.org"]
+    assert result["recipients_detail"] == [
+        {"email": "a@example.org", "status": "5.1.1", "kind": "permanent", "reason": "user_unknown"}
+    ]
+    delivered = '{"notificationType":"Delivery","delivery":{"recipients":["a@example.org"]}}'
+    receipt = _bounce(
+        "From: no-reply@sns.amazonaws.com\nx-amz-sns-message-id: 1\n"
+        f"Subject: AWS Notification Message\n\n{delivered}\n",
+        mail_from="0101@us-west-2.amazonses.com",
+        text=delivered,
+    )
+    assert receipt["is_bounce"] is False and receipt["type"] is None
+
+
+def test_ses_json_quoted_by_a_person_is_no_bounce() -> None:
+    result = _bounce(
+        f"From: Customer <c@example.net>\nSubject: why did this bounce?\n\n{SES_BOUNCE}\n",
+        mail_from="c@example.net",
+        text=SES_BOUNCE,
+    )
+    assert result["is_bounce"] is False
+
+
+def test_exim_mail_failure_subjects_are_bounce_subjects() -> None:
+    result = _plain(
+        "Mail failure - malformed recipient address",
+        "A message that you sent contained one or more recipient addresses that were\n"
+        "incorrectly constructed:\n\n"
+        "  a@example.org <b@example.org>: malformed address: <b@example.org> may not follow a@example.org\n",
+    )
+    assert result["is_bounce"] is True
