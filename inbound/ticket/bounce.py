@@ -158,13 +158,23 @@ def _from_text(
         return _delayed([_text_detail(address, "", explanation, action="delayed") for address in waiting])
     # flufl.bounce's MTA-specific detectors before the generic text reader: on the corpus's
     # BounceParser samples both find every address, on flufl.bounce's own samples flufl misses fewer.
-    addresses = header_failed or [a for a in permanent if a not in ignore] or list(in_text)
+    addresses = (
+        header_failed or _named_in(explanation, [a for a in permanent if a not in ignore]) or list(in_text)
+    )
     details = []
     for address in addresses:
         failure = in_text.get(address.lower())
         context = failure.context if failure else ""
         details.append(_text_detail(failure.email if failure else address, context, explanation))
     return _result("failed", details)
+
+
+def _named_in(explanation: str, addresses: list[str]) -> list[str]:
+    """flufl.bounce's addresses that the bounce's own words name; all of them when its words name none
+    (flufl also reads the returned message's headers, whose addresses did not fail)."""
+    words = explanation.lower()
+    named = [address for address in addresses if address in words]
+    return named or addresses
 
 
 def _result(kind: str, details: list[dict[str, Any]]) -> dict[str, Any]:

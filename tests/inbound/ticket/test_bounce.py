@@ -281,3 +281,17 @@ def test_exim_mail_failure_subjects_are_bounce_subjects() -> None:
         "  a@example.org <b@example.org>: malformed address: <b@example.org> may not follow a@example.org\n",
     )
     assert result["is_bounce"] is True
+
+
+def test_addresses_only_in_the_returned_headers_are_not_failed_recipients() -> None:
+    text = (
+        "This message was created automatically by mail delivery software.\n"
+        "A message that you sent could not be delivered to one or more of its recipients. "
+        "This is a permanent error.\n\n"
+        "a@example.org Invalid Address, ERROR_CODE :550, ERROR_CODE :5.1.1 <a@example.org>... User\n\n\n"
+        "Received:from mail.example.com by mx.example.com\n\twith SMTP id 1; Fri, 12 Dec 2014 02:46:23\n"
+        "Message-ID:<14a3e1b4b5a.10b1a4c5@example.net>\nDate:Fri, 12 Dec 2014 10:46:23 +0000\n"
+        "From:Me <me@example.net>\nTo:<a@example.org>\n"
+    )
+    result = _plain("Undelivered Mail Returned to Sender", text)
+    assert result["recipients"] == ["a@example.org"]
