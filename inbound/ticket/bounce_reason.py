@@ -68,7 +68,7 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "spam_blocked",
         re.compile(
             r"spam|junk|\bbulk\b|unsolicited|black\s?list|block\s?list|deny\s?list|\brbl\b|dnsbl|\bbanned\b"
-            r"|\bblocked\b|reputation|content\s+(?:filter|rejected)|rejected\s+(?:due\s+to|for)\s+(?:content|policy)"
+            r"|\bblocked\b|reputation|content\s+(?:filter|rejected)|rejected\s+(?:due\s+to|for)\s+content"
             r"|virus|not\s+accepted\s+for\s+policy|sorbs|spamhaus|spamcop|barracuda|uribl|surbl|(?<!not\s)listed\s+(?:at|in|on)"
             r"|mass\s+mailer|looks\s+like|suspicious|scor(?:e|ed)\s+too\s+high|mail\s+appears|whitelist|challenge",
             re.IGNORECASE,

@@ -32,6 +32,8 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
         ("4.4.7", "Delivery time expired", "expired"),
         (None, "retry timeout exceeded", "expired"),
         (None, "550 something went wrong", "other"),
+        (None, "554 Mail from a@b.example rejected for policy reasons.", "rejected"),  # policy, per the docs
+        (None, "550 Message rejected due to content restrictions", "spam_blocked"),
         # The reply to MAIL FROM is about the sender: a policy rejection, whatever it says of domain or user.
         (
             "5.1.7",
