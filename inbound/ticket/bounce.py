@@ -75,6 +75,7 @@ _MAX_UNSPLIT_BYTES = 1024 * 1024
 _REPORT_PART_HEADER = re.compile(
     r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
 )
+_PASTED_REPORT = re.compile(r"^reporting-mta[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _SNS_MESSAGE_ID_HEADER = "x-amz-sns-message-id"
 _AMAZON_SENDER = re.compile(r"@(?:[a-z0-9-]+\.)*(?:amazonses|amazonaws)\.com\b", re.IGNORECASE)
 _COMPLAINT_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"
@@ -118,22 +119,17 @@ def detect_bounce(
         }
     if ses is not None:
         reports = [ses.records]
-    records = [record for report in reports for record in report]
-    failed = [
-        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
-    ]
-    if failed:
-        return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
-    delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
-    if delayed:
-        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
-    if records:
-        return no_bounce()  # only "delivered" or "relayed": a receipt
+    from_reports = _from_records([record for report in reports for record in report], text)
+    if from_reports is not None:
+        return from_reports
     sender = _first(header_lines, "from") or ""
     subject = _first(header_lines, "subject") or ""
     automatic_sender = mail_from.strip() in ("", "<>") or bool(_DAEMON_SENDER.search(sender))
     if not automatic_sender:
         return no_bounce()
+    pasted = _from_records(_report_in_plain_text(text, root), text)
+    if pasted is not None:
+        return pasted
     header_failed = _header_addresses(_first(header_lines, _FAILED_RECIPIENTS_HEADER))
     evidence = header_failed or reports or _BOUNCE_SUBJECT.search(subject) or _DELAY_NOTICE.search(subject)
     flufl = _flufl(root)
@@ -167,6 +163,30 @@ def _from_text(
         context = failure.context if failure else ""
         details.append(_text_detail(failure.email if failure else address, context, explanation))
     return _result("failed", details)
+
+
+def _from_records(records: list[DsnRecipient], text: str) -> dict[str, Any] | None:
+    """The bounce a report's recipient blocks make (failed, delayed, or a receipt); None without any."""
+    failed = [
+        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
+    ]
+    if failed:
+        return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
+    delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
+    if delayed:
+        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
+    if records:
+        return no_bounce()  # only "delivered" or "relayed": a receipt
+    return None
+
+
+def _report_in_plain_text(text: str, root: Message | None) -> list[DsnRecipient]:
+    """A report pasted into a single-part bounce (MTAs without MIME write the fields into the text): the
+    recipient blocks from its first `Reporting-MTA:` line on."""
+    if root is not None and root.is_multipart():
+        return []
+    match = _PASTED_REPORT.search(text[:_MAX_UNSPLIT_BYTES])
+    return read_delivery_status(text[match.start() :]).recipients if match else []
 
 
 def _named_in(explanation: str, addresses: list[str]) -> list[str]:

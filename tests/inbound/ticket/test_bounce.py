@@ -295,3 +295,35 @@ def test_addresses_only_in_the_returned_headers_are_not_failed_recipients() -> N
     )
     result = _plain("Undelivered Mail Returned to Sender", text)
     assert result["recipients"] == ["a@example.org"]
+
+
+# Postfix without MIME: the report's fields written into the text, the returned headers after them.
+PASTED_DELAY = (
+    "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n\n"
+    "Your message could not be delivered for more than 2 hour(s).\n"
+    "It will be retried until it is 4 day(s) old.\n\n"
+    "                   The mail system\n\n"
+    "<a@example.org>: connect to\n    mx.example.org[192.0.2.2]:25: No route to host\n\n\n\n"
+    "Reporting-MTA: dns; smtp.example.net\nX-Postfix-Sender: rfc822; me@example.net\n\n"
+    "Final-Recipient: rfc822; a@example.org\nOriginal-Recipient: rfc822;a@example.org\n"
+    "Action: delayed\nStatus: 4.4.1\nDiagnostic-Code: X-Postfix; connect to\n"
+    "    mx.example.org[192.0.2.2]:25: No route to host\n\n\n\n"
+    "Return-Path: <me@example.net>\nReceived: from me (unknown [203.0.113.2])\n"
+    "\tby smtp.example.net (Postfix) with ESMTPSA id 22222222ee;\n\tThu, 29 Apr 2017 23:34:45 +0900\n"
+    "MIME-Version: 1.0\nSubject: Hello\nFrom: me@example.net\nTo: a@example.org\n"
+)
+
+
+def test_a_report_pasted_into_a_plain_text_bounce_is_read() -> None:
+    result = _plain("Delayed Mail (still being retried)", PASTED_DELAY)
+    assert result["is_bounce"] is False and result["type"] == "delayed"
+    assert [(d["email"], d["kind"], d["status"]) for d in result["recipients_detail"]] == [
+        ("a@example.org", "transient", "4.4.1")
+    ]
+    failed = _plain("Returned mail", PASTED_DELAY.replace("delayed", "failed").replace("4.4.1", "5.1.1"))
+    assert failed["is_bounce"] is True and failed["recipients_detail"][0]["status"] == "5.1.1"
+
+
+def test_a_report_pasted_by_a_person_is_no_bounce() -> None:
+    result = _plain("why?", PASTED_DELAY, sender="Customer <c@example.net>", mail_from="c@example.net")
+    assert result["is_bounce"] is False and result["type"] is None
