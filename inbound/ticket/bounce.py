@@ -191,9 +191,10 @@ def _report_in_plain_text(text: str, root: Message | None) -> list[DsnRecipient]
 
 def _named_in(explanation: str, addresses: list[str]) -> list[str]:
     """flufl.bounce's addresses that the bounce's own words name; all of them when its words name none
-    (flufl also reads the returned message's headers, whose addresses did not fail)."""
-    words = explanation.lower()
-    named = [address for address in addresses if address in words]
+    (flufl also reads the returned message's headers, whose addresses did not fail). One pass over the
+    words, however many addresses flufl found."""
+    in_words = {found.strip(".").lower() for found in _ADDRESS.findall(explanation)}
+    named = [address for address in addresses if address in in_words]
     return named or addresses
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inbound.ticket.bounce import MAX_FLUFL_PARTS, _small_enough_for_flufl, detect_bounce
+from inbound.ticket.bounce import MAX_FLUFL_PARTS, _named_in, _small_enough_for_flufl, detect_bounce
 from inbound.ticket.mail_headers import HeaderFields
 from inbound.ticket.mime_tree import parse_mime
 
@@ -327,3 +327,10 @@ def test_a_report_pasted_into_a_plain_text_bounce_is_read() -> None:
 def test_a_report_pasted_by_a_person_is_no_bounce() -> None:
     result = _plain("why?", PASTED_DELAY, sender="Customer <c@example.net>", mail_from="c@example.net")
     assert result["is_bounce"] is False and result["type"] is None
+
+
+def test_flufl_addresses_are_kept_to_those_the_words_name() -> None:
+    words = "Delivery to <a@example.org> failed: user unknown. Also b@example.org."
+    many = [f"x{i}@example.net" for i in range(5_000)]
+    assert _named_in(words, [*many, "b@example.org", "a@example.org"]) == ["b@example.org", "a@example.org"]
+    assert _named_in("no address here", ["c@example.org"]) == ["c@example.org"]  # none named: all kept
