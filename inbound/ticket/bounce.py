@@ -12,7 +12,9 @@ Sources, most trusted first:
 A report whose multipart boundary is mangled is still read, from the unsplit body. A message without a
 report is only taken for a bounce when it comes from the null sender or a mailer daemon and something says
 it is one: a bounce subject, `X-Failed-Recipients`, or a detector finding failures.
-ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces.
+Amazon SES's JSON notifications, mailed by SNS, are read like reports (`inbound.ticket.bounce_ses`).
+ARF feedback reports (`report-type=feedback-report`) are abuse complaints, not bounces; so is Outlook.com's
+non-ARF complaint feed (the complained-about message attached, marked `X-HmXmrOriginalRecipient`).
 
 The ticket's `bounce`: `is_bounce`, `type` (`failed` | `delayed` | `feedback_report` | null), `recipients`
 (the failed addresses) and `recipients_detail` (`{email, status, kind, reason}`; see
@@ -31,6 +33,7 @@ from flufl.bounce import all_failures
 
 from inbound.ticket.bounce_formats import explanation_text, failed_recipients_in_text
 from inbound.ticket.bounce_reason import classify_failure, failure_reason
+from inbound.ticket.bounce_ses import SesNotification, read_ses_notification
 from inbound.ticket.dsn import DsnRecipient, address_of, read_delivery_status, status_code
 from inbound.ticket.mime_text import decode_bytes
 from inbound.ticket.mime_tree import MAX_DEPTH, part_bytes
@@ -53,7 +56,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"|returned\s+mail|returning\s+to\s+sender|mail\s+delivery\s+(?:failed|subsystem)|failure\s+(?:notice|delivery)"
     r"|could\s+not\s+be\s+delivered|non-?deliver|not\s+delivered|failed\s+mail|mail\s+failed|delivery\s+status"
     r"|unzustellbar|non\s+remis|onbestelbaar|no\s+se\s+puede\s+entregar|user\s+unknown|rejected\s+mail"
-    r"|processing\s+error|returned\s+to\s+sender|nicht\s+zustellbar",
+    r"|processing\s+error|returned\s+to\s+sender|nicht\s+zustellbar|mail\s+failure",
     re.IGNORECASE,
 )
 # A warning that delivery is late, not failed ("will keep trying", "Delivery Status Notification (Delay)").
@@ -72,6 +75,12 @@ _MAX_UNSPLIT_BYTES = 1024 * 1024
 _REPORT_PART_HEADER = re.compile(
     r"^content-type:\s*message/(?:x|global-)?delivery-status\b.*$", re.IGNORECASE | re.MULTILINE
 )
+_PASTED_REPORT = re.compile(r"^reporting-mta[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_SNS_MESSAGE_ID_HEADER = "x-amz-sns-message-id"
+_AMAZON_SENDER = re.compile(r"@(?:[a-z0-9-]+\.)*(?:amazonses|amazonaws)\.com\b", re.IGNORECASE)
+_COMPLAINT_RECIPIENT_HEADER = "X-HmXmrOriginalRecipient"
+_MAX_COMPLAINT_PARTS = 16
+_MAX_COMPLAINT_HEADER_CHARS = 2_000
 MAX_FLUFL_PARTS = 64
 MAX_FLUFL_CHARS = 512 * 1024
 
@@ -93,27 +102,34 @@ def detect_bounce(
     feedback = list(_report_parts(root, _FEEDBACK_TYPES))
     if report_type == "feedback-report" or feedback:
         return _feedback_report(feedback)
+    complained = _microsoft_complaint(root)
+    if complained is not None:
+        return {**no_bounce(), "type": "feedback_report", "recipients": complained}
     unsplit = _unsplit_body(root)
     text = text or unsplit or ""
     reports = [read_delivery_status(_report_text(part)).recipients for part in _report_parts(root)]
     if not reports and unsplit:
         reports = [read_delivery_status(report).recipients for report in _reports_in_unsplit_body(unsplit)]
-    records = [record for report in reports for record in report]
-    failed = [
-        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
-    ]
-    if failed:
-        return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
-    delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
-    if delayed:
-        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
-    if records:
-        return no_bounce()  # only "delivered" or "relayed": a receipt
+    ses = None if reports else _ses_notification(header_lines, text)
+    if ses is not None and ses.kind == "Complaint":
+        return {
+            **no_bounce(),
+            "type": "feedback_report",
+            "recipients": [r.email.lower() for r in ses.records],
+        }
+    if ses is not None:
+        reports = [ses.records]
+    from_reports = _from_records([record for report in reports for record in report], text)
+    if from_reports is not None:
+        return from_reports
     sender = _first(header_lines, "from") or ""
     subject = _first(header_lines, "subject") or ""
     automatic_sender = mail_from.strip() in ("", "<>") or bool(_DAEMON_SENDER.search(sender))
     if not automatic_sender:
         return no_bounce()
+    pasted = _from_records(_report_in_plain_text(text, root), text)
+    if pasted is not None:
+        return pasted
     header_failed = _header_addresses(_first(header_lines, _FAILED_RECIPIENTS_HEADER))
     evidence = header_failed or reports or _BOUNCE_SUBJECT.search(subject) or _DELAY_NOTICE.search(subject)
     flufl = _flufl(root)
@@ -138,13 +154,48 @@ def _from_text(
         return _delayed([_text_detail(address, "", explanation, action="delayed") for address in waiting])
     # flufl.bounce's MTA-specific detectors before the generic text reader: on the corpus's
     # BounceParser samples both find every address, on flufl.bounce's own samples flufl misses fewer.
-    addresses = header_failed or [a for a in permanent if a not in ignore] or list(in_text)
+    addresses = (
+        header_failed or _named_in(explanation, [a for a in permanent if a not in ignore]) or list(in_text)
+    )
     details = []
     for address in addresses:
         failure = in_text.get(address.lower())
         context = failure.context if failure else ""
         details.append(_text_detail(failure.email if failure else address, context, explanation))
     return _result("failed", details)
+
+
+def _from_records(records: list[DsnRecipient], text: str) -> dict[str, Any] | None:
+    """The bounce a report's recipient blocks make (failed, delayed, or a receipt); None without any."""
+    failed = [
+        r for r in records if r.action == "failed" or (r.action not in _NOT_FAILED_ACTIONS and _is_5xx(r))
+    ]
+    if failed:
+        return _result("failed", [_dsn_detail(record, text) for record in _unique(failed)])
+    delayed = [r for r in records if r.action == "delayed" or (not r.action and _is_4xx(r))]
+    if delayed:
+        return _delayed([_dsn_detail(record, text) for record in _unique(delayed)])
+    if records:
+        return no_bounce()  # only "delivered" or "relayed": a receipt
+    return None
+
+
+def _report_in_plain_text(text: str, root: Message | None) -> list[DsnRecipient]:
+    """A report pasted into a single-part bounce (MTAs without MIME write the fields into the text): the
+    recipient blocks from its first `Reporting-MTA:` line on."""
+    if root is not None and root.is_multipart():
+        return []
+    match = _PASTED_REPORT.search(text[:_MAX_UNSPLIT_BYTES])
+    return read_delivery_status(text[match.start() :]).recipients if match else []
+
+
+def _named_in(explanation: str, addresses: list[str]) -> list[str]:
+    """flufl.bounce's addresses that the bounce's own words name; all of them when its words name none
+    (flufl also reads the returned message's headers, whose addresses did not fail). One pass over the
+    words, however many addresses flufl found."""
+    in_words = {found.strip(".").lower() for found in _ADDRESS.findall(explanation)}
+    named = [address for address in addresses if address in in_words]
+    return named or addresses
 
 
 def _result(kind: str, details: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,6 +238,30 @@ def _feedback_report(parts: list[Message]) -> dict[str, Any]:
             if address and address.lower() not in found and len(found) < _MAX_HEADER_ADDRESSES:
                 found.append(address.lower())
     return {**no_bounce(), "type": "feedback_report", "recipients": found}
+
+
+def _ses_notification(header_lines: Sequence[Sequence[str]], text: str) -> SesNotification | None:
+    """Amazon SES's JSON notification, only in a message that SNS or SES sent (a person quoting such JSON
+    in a support request is no bounce)."""
+    sender = _first(header_lines, "from") or ""
+    if _first(header_lines, _SNS_MESSAGE_ID_HEADER) is None and not _AMAZON_SENDER.search(sender):
+        return None
+    return read_ses_notification(text)
+
+
+def _microsoft_complaint(root: Message | None) -> list[str] | None:
+    """Outlook.com's complaint feed (JMRP) is no ARF: a multipart/mixed holding the complained-about message,
+    which carries `X-HmXmrOriginalRecipient` (the user who complained). None when it is not one."""
+    if root is None or not root.is_multipart():
+        return None
+    for child in [c for c in root.get_payload() if isinstance(c, Message)][:_MAX_COMPLAINT_PARTS]:
+        inner = child.get_payload() if child.get_content_type() == "message/rfc822" else None
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            recipient = inner[0].get(_COMPLAINT_RECIPIENT_HEADER)
+            if recipient is not None:
+                address = address_of(str(recipient)[:_MAX_COMPLAINT_HEADER_CHARS])
+                return [address.lower()] if address else []
+    return None
 
 
 def _report_parts(root: Message | None, types: frozenset[str] = _REPORT_TYPES) -> Iterator[Message]:
@@ -250,7 +325,8 @@ def _small_enough_for_flufl(root: Message) -> bool:
 
 def _decoded_addresses(found: Any) -> list[str]:
     addresses = (a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in found)
-    return sorted({address.strip("<>").lower() for address in addresses if "@" in address})
+    found = {address.strip("<>").lower() for address in addresses}
+    return sorted(a for a in found if "@" in a and not a.startswith("@"))  # "@host" is no mailbox
 
 
 def _first(header_lines: Sequence[Sequence[str]], name: str) -> str | None:

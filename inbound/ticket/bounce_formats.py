@@ -66,7 +66,11 @@ _RETURNED_MESSAGE = re.compile(
 _ANY_ADDRESS = re.compile(_ADDRESS)
 _DAEMON_PREFIXES = ("mailer-daemon@", "postmaster@", "mail-daemon@", "mailerdaemon@")
 _MAX_LONE_ADDRESSES = 2
-_HEADER_LINE = re.compile(r"^(?:Received|Return-Path|Message-ID|From|To|Date|Subject|Cc):\s", re.IGNORECASE)
+# A header line of the returned message; Zoho writes them without a space after the colon ("Received:from").
+_HEADER_LINE = re.compile(
+    r"^(?:Received|Return-Path|Message-ID|From|To|Date|Subject|Cc):(?:\s|(?=\S))", re.IGNORECASE
+)
+_HEADER_BLOCK_WINDOW = 12
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,19 @@ def _explanation(text: str) -> list[str]:
 
 
 def _starts_header_block(lines: list[str], index: int) -> bool:
-    """Three header lines in a row: the returned message's headers pasted into the text."""
-    window = lines[index : index + 3]
-    return len(window) == 3 and all(_HEADER_LINE.match(line.lstrip()) for line in window)
+    """Three header lines in a row (folded continuation lines between them allowed): the returned
+    message's headers pasted into the text."""
+    if not _HEADER_LINE.match(lines[index].lstrip()):
+        return False
+    headers = 0
+    for line in lines[index : index + _HEADER_BLOCK_WINDOW]:
+        if _HEADER_LINE.match(line.lstrip()):
+            headers += 1
+            if headers == 3:
+                return True
+        elif not line[:1].isspace():
+            return False
+    return False
 
 
 def _inline_addresses(line: str) -> list[str]:

@@ -68,8 +68,8 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "spam_blocked",
         re.compile(
             r"spam|junk|\bbulk\b|unsolicited|black\s?list|block\s?list|deny\s?list|\brbl\b|dnsbl|\bbanned\b"
-            r"|\bblocked\b|reputation|content\s+(?:filter|rejected)|rejected\s+(?:due\s+to|for)\s+(?:content|policy)"
-            r"|virus|not\s+accepted\s+for\s+policy|sorbs|spamhaus|spamcop|barracuda|uribl|surbl|listed\s+(?:at|in|on)"
+            r"|\bblocked\b|reputation|content\s+(?:filter|rejected)|rejected\s+(?:due\s+to|for)\s+content"
+            r"|virus|not\s+accepted\s+for\s+policy|sorbs|spamhaus|spamcop|barracuda|uribl|surbl|(?<!not\s)listed\s+(?:at|in|on)"
             r"|mass\s+mailer|looks\s+like|suspicious|scor(?:e|ed)\s+too\s+high|mail\s+appears|whitelist|challenge",
             re.IGNORECASE,
         ),
@@ -125,6 +125,9 @@ _STATUS_REASONS: dict[str, str] = {
     "4.4.7": "expired",
     "5.4.7": "expired",
 }
+# The reply was to MAIL FROM (Exim: "SMTP error ... after MAIL FROM:<...>", Postfix: "(in reply to MAIL FROM
+# command)"): the server refused the sender, not the recipient.
+_SENDER_REFUSED = re.compile(r"after\s+MAIL\s+FROM\b|in\s+reply\s+to\s+MAIL\s+FROM\b", re.IGNORECASE)
 # Codes whose reason the words may refine: 5.7.1 is any policy rejection (spam among them).
 _WORDS_DECIDE = frozenset({"rejected", "expired"})
 _SMTP_CODE = re.compile(r"(?<![\d.])([245])\d\d(?![\d.])")
@@ -140,6 +143,8 @@ def classify_failure(status: str | None, text: str, *, action: str = "") -> tupl
 
 
 def failure_reason(status: str | None, text: str) -> str:
+    if _SENDER_REFUSED.search(text):
+        return _sender_refused_reason(text)
     exact = _STATUS_REASONS.get(status or "")
     if exact and exact not in _WORDS_DECIDE:  # a precise code outranks the server's free text
         return exact
@@ -153,6 +158,15 @@ def failure_reason(status: str | None, text: str) -> str:
         if status[2:].startswith("7."):
             return "rejected"
     return "other"
+
+
+def _sender_refused_reason(text: str) -> str:
+    """The server refused the envelope sender: its "no such domain" or "unknown user" is about the sender, not
+    the recipient, so the reason is a policy rejection, unless it names spam or the message's size."""
+    for reason, pattern in _WORDS:
+        if reason in ("spam_blocked", "message_too_large") and pattern.search(text):
+            return reason
+    return "rejected"
 
 
 def _kind(status: str | None, text: str, *, action: str) -> str:

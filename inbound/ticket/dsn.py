@@ -22,6 +22,8 @@ _RECIPIENT_FIELDS = ("original-recipient", "final-recipient")
 _KEPT_FIELDS = frozenset({*_RECIPIENT_FIELDS, "action", "status", "diagnostic-code", "remote-mta"})
 _FIELD = re.compile(r"([!-9;-~]+)[ \t]*:[ \t]*(.*)")
 _STATUS_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# The enhanced code inside an SMTP reply ("550 5.1.1", "550-'5.2.2"): what the remote server itself said.
+_REPLY_STATUS = re.compile(r"\b[245]\d\d[ -]['\"#]?([245]\.\d{1,3}\.\d{1,3})\b")
 _ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
 
 
@@ -85,15 +87,26 @@ def _add_recipient(fields: dict[str, str], recipients: list[DsnRecipient]) -> No
     email = next((e for e in (address_of(fields.get(name, "")) for name in _RECIPIENT_FIELDS) if e), None)
     if email is None:
         return
-    status = status_code(fields.get("status", ""))
+    diagnostic = fields.get("diagnostic-code", "")
     recipients.append(
         DsnRecipient(
             email=email,
             action=_action(fields.get("action", "")),
-            status=status or status_code(fields.get("diagnostic-code", "")),
-            diagnostic=fields.get("diagnostic-code", ""),
+            status=_recipient_status(status_code(fields.get("status", "")), diagnostic),
+            diagnostic=diagnostic,
         )
     )
+
+
+def _recipient_status(status: str | None, diagnostic: str) -> str | None:
+    """The Status field, unless it is the catch-all X.0.0 (Courier, Amazon SES and Google write 5.0.0 for
+    every failure) and the server's reply in the diagnostic gives a precise code of the same class."""
+    if status is not None and not status.endswith(".0.0"):
+        return status
+    match = _REPLY_STATUS.search(diagnostic[:MAX_FIELD_CHARS])
+    if match and (status is None or match.group(1)[0] == status[0]):
+        return match.group(1)
+    return status or status_code(diagnostic)
 
 
 def _action(value: str) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inbound.ticket.bounce import MAX_FLUFL_PARTS, _small_enough_for_flufl, detect_bounce
+from inbound.ticket.bounce import MAX_FLUFL_PARTS, _named_in, _small_enough_for_flufl, detect_bounce
 from inbound.ticket.mail_headers import HeaderFields
 from inbound.ticket.mime_tree import parse_mime
 
@@ -196,3 +196,141 @@ def test_a_report_with_a_mangled_boundary_is_read_from_the_unsplit_body() -> Non
     assert result["recipients_detail"] == [
         {"email": "gf@example.co.uk", "status": "5.0.0", "kind": "permanent", "reason": "spam_blocked"}
     ]
+
+
+def test_outlook_com_complaints_are_feedback_reports_naming_the_complainant() -> None:
+    result = _bounce(
+        "From: staff@hotmail.com\nSubject: complaint about message from 192.0.2.1\n"
+        'Content-Type: multipart/mixed; boundary="c"\n\n'
+        "--c\nContent-Type: message/rfc822\n\n"
+        "X-HmXmrOriginalRecipient: Reader@outlook.example\nFrom: us@acme.example\nSubject: News\n\nHello\n"
+        "--c--\n",
+        mail_from="staff@hotmail.com",
+    )
+    assert result == {"is_bounce": False, "type": "feedback_report", "recipients": ["reader@outlook.example"],
+                      "recipients_detail": []}  # fmt: skip
+
+
+def test_a_forwarded_message_without_the_complaint_marker_is_no_complaint() -> None:
+    result = _bounce(
+        'From: a@example.org\nSubject: Fwd: News\nContent-Type: multipart/mixed; boundary="c"\n\n'
+        "--c\nContent-Type: message/rfc822\n\nFrom: us@acme.example\nSubject: News\n\nHello\n--c--\n",
+        mail_from="a@example.org",
+    )
+    assert result["type"] is None
+
+
+def test_an_address_without_a_local_part_is_no_failed_recipient() -> None:
+    # Sendmail can write "Final-Recipient: RFC822; @host" when it lost the local part; the text still
+    # names the address that failed.
+    result = _bounce(
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.com>\n"
+        "Subject: Returned mail: see transcript for details\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\n\n'
+        "--r\n\n   ----- The following addresses had permanent fatal errors -----\n<a@example.org>\n"
+        "    (reason: 550 Host unknown)\n\n"
+        "--r\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.com\n\n"
+        "Final-Recipient: RFC822; @mx.example.org\nAction: failed\nStatus: 5.1.2\n--r--\n",
+        text="   ----- The following addresses had permanent fatal errors -----\n<a@example.org>\n"
+        "    (reason: 550 Host unknown)\n",
+    )
+    assert result["is_bounce"] is True
+    assert result["recipients"] == ["a@example.org"]
+
+
+SES_BOUNCE = (
+    '{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":'
+    '"a@example.org","action":"failed","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 user unknown"}]}}'
+)
+
+
+def test_amazon_ses_notifications_mailed_by_sns_are_read() -> None:
+    result = _bounce(
+        f"From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n\n{SES_BOUNCE}\n",
+        mail_from="0101@us-west-2.amazonses.com",
+        text=SES_BOUNCE,
+    )
+    assert result["is_bounce"] is True and result["recipients"] == ["a@example.org"]
+    assert result["recipients_detail"] == [
+        {"email": "a@example.org", "status": "5.1.1", "kind": "permanent", "reason": "user_unknown"}
+    ]
+    delivered = '{"notificationType":"Delivery","delivery":{"recipients":["a@example.org"]}}'
+    receipt = _bounce(
+        "From: no-reply@sns.amazonaws.com\nx-amz-sns-message-id: 1\n"
+        f"Subject: AWS Notification Message\n\n{delivered}\n",
+        mail_from="0101@us-west-2.amazonses.com",
+        text=delivered,
+    )
+    assert receipt["is_bounce"] is False and receipt["type"] is None
+
+
+def test_ses_json_quoted_by_a_person_is_no_bounce() -> None:
+    result = _bounce(
+        f"From: Customer <c@example.net>\nSubject: why did this bounce?\n\n{SES_BOUNCE}\n",
+        mail_from="c@example.net",
+        text=SES_BOUNCE,
+    )
+    assert result["is_bounce"] is False
+
+
+def test_exim_mail_failure_subjects_are_bounce_subjects() -> None:
+    result = _plain(
+        "Mail failure - malformed recipient address",
+        "A message that you sent contained one or more recipient addresses that were\n"
+        "incorrectly constructed:\n\n"
+        "  a@example.org <b@example.org>: malformed address: <b@example.org> may not follow a@example.org\n",
+    )
+    assert result["is_bounce"] is True
+
+
+def test_addresses_only_in_the_returned_headers_are_not_failed_recipients() -> None:
+    text = (
+        "This message was created automatically by mail delivery software.\n"
+        "A message that you sent could not be delivered to one or more of its recipients. "
+        "This is a permanent error.\n\n"
+        "a@example.org Invalid Address, ERROR_CODE :550, ERROR_CODE :5.1.1 <a@example.org>... User\n\n\n"
+        "Received:from mail.example.com by mx.example.com\n\twith SMTP id 1; Fri, 12 Dec 2014 02:46:23\n"
+        "Message-ID:<14a3e1b4b5a.10b1a4c5@example.net>\nDate:Fri, 12 Dec 2014 10:46:23 +0000\n"
+        "From:Me <me@example.net>\nTo:<a@example.org>\n"
+    )
+    result = _plain("Undelivered Mail Returned to Sender", text)
+    assert result["recipients"] == ["a@example.org"]
+
+
+# Postfix without MIME: the report's fields written into the text, the returned headers after them.
+PASTED_DELAY = (
+    "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\n\n"
+    "Your message could not be delivered for more than 2 hour(s).\n"
+    "It will be retried until it is 4 day(s) old.\n\n"
+    "                   The mail system\n\n"
+    "<a@example.org>: connect to\n    mx.example.org[192.0.2.2]:25: No route to host\n\n\n\n"
+    "Reporting-MTA: dns; smtp.example.net\nX-Postfix-Sender: rfc822; me@example.net\n\n"
+    "Final-Recipient: rfc822; a@example.org\nOriginal-Recipient: rfc822;a@example.org\n"
+    "Action: delayed\nStatus: 4.4.1\nDiagnostic-Code: X-Postfix; connect to\n"
+    "    mx.example.org[192.0.2.2]:25: No route to host\n\n\n\n"
+    "Return-Path: <me@example.net>\nReceived: from me (unknown [203.0.113.2])\n"
+    "\tby smtp.example.net (Postfix) with ESMTPSA id 22222222ee;\n\tThu, 29 Apr 2017 23:34:45 +0900\n"
+    "MIME-Version: 1.0\nSubject: Hello\nFrom: me@example.net\nTo: a@example.org\n"
+)
+
+
+def test_a_report_pasted_into_a_plain_text_bounce_is_read() -> None:
+    result = _plain("Delayed Mail (still being retried)", PASTED_DELAY)
+    assert result["is_bounce"] is False and result["type"] == "delayed"
+    assert [(d["email"], d["kind"], d["status"]) for d in result["recipients_detail"]] == [
+        ("a@example.org", "transient", "4.4.1")
+    ]
+    failed = _plain("Returned mail", PASTED_DELAY.replace("delayed", "failed").replace("4.4.1", "5.1.1"))
+    assert failed["is_bounce"] is True and failed["recipients_detail"][0]["status"] == "5.1.1"
+
+
+def test_a_report_pasted_by_a_person_is_no_bounce() -> None:
+    result = _plain("why?", PASTED_DELAY, sender="Customer <c@example.net>", mail_from="c@example.net")
+    assert result["is_bounce"] is False and result["type"] is None
+
+
+def test_flufl_addresses_are_kept_to_those_the_words_name() -> None:
+    words = "Delivery to <a@example.org> failed: user unknown. Also b@example.org."
+    many = [f"x{i}@example.net" for i in range(5_000)]
+    assert _named_in(words, [*many, "b@example.org", "a@example.org"]) == ["b@example.org", "a@example.org"]
+    assert _named_in("no address here", ["c@example.org"]) == ["c@example.org"]  # none named: all kept

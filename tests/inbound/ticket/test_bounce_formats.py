@@ -115,3 +115,15 @@ def test_ignored_addresses_and_bounded_scan() -> None:
     assert failed_recipients_in_text(QMAIL, ignore=frozenset({"one@example.net"})) == []
     late = "\n" * MAX_SCANNED_LINES + "<late@example.org>:\n"
     assert failed_recipients_in_text(late) == []
+
+
+def test_returned_headers_written_without_a_space_end_the_explanation() -> None:
+    # Zoho pastes the original's headers right after its words: "Received:from", folded lines between.
+    text = (
+        "A message that you sent could not be delivered to one or more of its recipients.\n\n"
+        "a@example.org Invalid Address, ERROR_CODE :550, ERROR_CODE :5.1.1 <a@example.org>... User\n\n"
+        "Received:from mail.example.com by mx.example.com\n\twith SMTP id 1; Fri, 12 Dec 2014 02:46:23\n"
+        "Message-ID:<1.2@example.net>\nDate:Fri, 12 Dec 2014 10:46:23 +0000\nFrom:Me <me@example.net>\n"
+    )
+    assert "Received:from" not in explanation_text(text)
+    assert [f.email for f in failed_recipients_in_text(text)] == ["a@example.org"]

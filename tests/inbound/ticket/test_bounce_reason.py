@@ -10,6 +10,8 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
     [
         ("5.1.1", "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", "user_unknown"),
         (None, "550 <a@example.org> is a deactivated mailbox", "user_unknown"),
+        (None, "User some.name (a@example.org) not listed in Domino Directory", "user_unknown"),
+        (None, "554 client listed in zen.spamhaus.org", "spam_blocked"),
         (None, '550 "a@example.org" is not a known user', "user_unknown"),
         (None, "550 ** No mail box available for this user **", "user_unknown"),
         ("5.1.10", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "user_unknown"),
@@ -30,6 +32,21 @@ from inbound.ticket.bounce_reason import REASONS, classify_failure
         ("4.4.7", "Delivery time expired", "expired"),
         (None, "retry timeout exceeded", "expired"),
         (None, "550 something went wrong", "other"),
+        (None, "554 Mail from a@b.example rejected for policy reasons.", "rejected"),  # policy, per the docs
+        (None, "550 Message rejected due to content restrictions", "spam_blocked"),
+        # The reply to MAIL FROM is about the sender: a policy rejection, whatever it says of domain or user.
+        (
+            "5.1.7",
+            "SMTP error from remote mail server after MAIL FROM:<a@b.example>:\n550 5.1.7 No such domain",
+            "rejected",
+        ),
+        ("5.1.1", "said: 550 5.1.1 <a@b.example>: User unknown (in reply to MAIL FROM command)", "rejected"),
+        (None, "after MAIL FROM:<a@b.example>: 554 client blocked using zen.spamhaus.org", "spam_blocked"),
+        (
+            None,
+            "after MAIL FROM:<a@b.example> SIZE=99999999: 552 message size exceeds fixed limit",
+            "message_too_large",
+        ),
     ],
 )
 def test_reason(status: str | None, text: str, expected: str) -> None:

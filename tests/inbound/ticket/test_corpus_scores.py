@@ -36,6 +36,24 @@ def test_category_at_or_above_floor(report: cs.Report, category: str) -> None:
     )
 
 
+SOURCE_FLOORS = [
+    (source, category, floor)
+    for source, floors in FLOORS.get("sources", {}).items()
+    if not source.startswith("_")
+    for category, floor in floors.items()
+]
+
+
+@pytest.mark.parametrize(("source", "category", "floor"), SOURCE_FLOORS)
+def test_held_out_source_at_or_above_its_floor(source: str, category: str, floor: float) -> None:
+    totals = cs.score(sources=frozenset({source})).totals()[category]
+    assert totals["total"] > 0, f"{source}/{category}: no checks"
+    assert totals["rate"] >= floor, (
+        f"{source}/{category}: {totals['rate']}% is below its floor {floor}% "
+        f"(python -m tests.inbound.ticket.corpus_score --verbose --source {source} --category {category})"
+    )
+
+
 def test_scoring_is_quick(report: cs.Report) -> None:
     assert report.seconds < 60
 

@@ -74,3 +74,19 @@ def test_ten_megabytes_of_blank_line_separated_blocks_cost_little() -> None:
     for body in hostile:
         read_delivery_status(body)
     assert time.process_time() - started < 1.0  # measured ~0.03 s for all three; generous on a busy machine
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "expected"),
+    [
+        ("5.0.0", "smtp; 550 5.1.1 <a@example.org>... User Unknown", "5.1.1"),  # Courier
+        ("5.0.0 (permanent failure)", "smtp; 5.1.0 - Unknown 550-'5.2.2 <a@x>... Full'", "5.2.2"),
+        ("5.0.0", "smtp; 451 4.2.0 try later", "5.0.0"),  # another class: the Status stands
+        ("5.1.1", "smtp; 550 5.2.2 mailbox full", "5.1.1"),  # a precise Status stands
+        ("5.0.0", "smtp; mailbox unavailable", "5.0.0"),
+    ],
+)
+def test_catch_all_status_gives_way_to_the_servers_reply(status: str, diagnostic: str, expected: str) -> None:
+    block = f"Final-Recipient: rfc822; a@example.org\nAction: failed\nStatus: {status}\n"
+    report = read_delivery_status(f"{block}Diagnostic-Code: {diagnostic}\n")
+    assert report.recipients[0].status == expected
