@@ -6,8 +6,8 @@ deploy/Containerfile as `BASE`. podman reads fixtures/podman/containers.conf thr
 machine's own configuration is never changed.
 
 Where podman cannot run (not installed, or not root: the base image needs debootstrap as root) the container
-tests skip with the reason, except under `POSTROOM_REQUIRE_PODMAN=1` (set by tests/run, the CI command, when run as root),
-where a machine that should run them and cannot is a failure, not a silent skip.
+tests skip with the reason, except under `POSTROOM_REQUIRE_PODMAN=1` (set by tests/run, the CI command, when
+run as root), where a machine that should run them and cannot is a failure, not a silent skip.
 """
 
 from __future__ import annotations
