@@ -69,10 +69,17 @@ def podman(
 
 
 def run_command(
-    argv: list[str], *, timeout: float = COMMAND_TIMEOUT, check: bool = True, cwd: Path = ROOT
+    argv: list[str],
+    *,
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+    cwd: Path = ROOT,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run `argv` with the suite's podman settings (plus `extra_env`); raise PodmanError when it fails."""
+    env = {**podman_env(), **(extra_env or {})}
     done = subprocess.run(
-        argv, cwd=cwd, env=podman_env(), capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and done.returncode != 0:
         raise PodmanError(

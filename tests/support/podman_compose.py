@@ -25,7 +25,6 @@ from tests.support.podman import (
     ROOT,
     build_test_options,
     podman,
-    podman_env,
     require_podman,
     run_command,
 )
@@ -101,7 +100,7 @@ class ComposeProject:
     def compose(self, *args: str, timeout: float = COMPOSE_TIMEOUT) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "podman_compose", "-p", self.name]
         argv += ["-f", str(COMPOSE_FILE), "-f", str(TEST_OVERRIDE), *args]
-        return run_command_with_env(argv, {**podman_env(), **self.env}, timeout)
+        return run_command(argv, timeout=timeout, extra_env=self.env)
 
     def up(self) -> None:
         self.compose("up", "--detach")
@@ -151,17 +150,3 @@ class ComposeProject:
         for service in services:
             parts.append(f"--- {service}\n" + "\n".join(self.logs(service).splitlines()[-15:]))
         return "\n".join(parts)
-
-
-def run_command_with_env(
-    argv: list[str], env: dict[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if done.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(argv)} exited {done.returncode}\n--- stdout\n{done.stdout[-4000:]}"
-            f"\n--- stderr\n{done.stderr[-4000:]}"
-        )
-    return done
